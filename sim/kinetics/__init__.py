@@ -1,0 +1,1 @@
+"""Reaction kinetics used by the digital twin and the optimizer benchmark."""
