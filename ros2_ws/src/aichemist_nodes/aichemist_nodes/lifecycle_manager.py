@@ -1,0 +1,109 @@
+"""Brings the lab's lifecycle (hardware) nodes up in order: configure, then activate, each with
+a timeout. On a failure it says which node and which transition, and leaves the rest alone
+(nothing is activated after a failed node). It also offers /lifecycle_manager/shutdown_all to
+deactivate everything (hardware to safe state)."""
+
+from __future__ import annotations
+
+import threading
+
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from pydantic import Field
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from aichemist.params import Params
+from aichemist_nodes.node_base import declare_params, load_params, spin_node
+
+
+class LifecycleManagerParams(Params):
+    node_names: list[str] = Field(default_factory=list, description="Lifecycle nodes, in bring-up order")
+    autostart: bool = Field(default=True, description="Configure and activate them at start-up")
+    service_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Wait for each node's services")
+    transition_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Wait for each transition")
+
+
+def _wait(future, timeout_s: float):  # noqa: ANN001, ANN202
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    return future.result() if done.wait(timeout_s) else None
+
+
+class LifecycleManager(Node):
+    def __init__(self) -> None:
+        super().__init__("lifecycle_manager")
+        declare_params(self, LifecycleManagerParams)
+        self.params = load_params(self, LifecycleManagerParams)
+        self._group = ReentrantCallbackGroup()
+        self.create_service(Trigger, "~/startup", self._on_startup, callback_group=self._group)
+        self.create_service(Trigger, "~/shutdown_all", self._on_shutdown_all, callback_group=self._group)
+        if self.params.autostart:
+            threading.Thread(target=self.startup, daemon=True).start()
+
+    def _transition(self, node_name: str, transition_id: int, label: str) -> bool:
+        client = self.create_client(ChangeState, f"/{node_name}/change_state", callback_group=self._group)
+        try:
+            if not client.wait_for_service(timeout_sec=self.params.service_timeout_s):
+                self.get_logger().error(f"{node_name}: no lifecycle service after "
+                                        f"{self.params.service_timeout_s:g} s (is the node running?)")
+                return False
+            req = ChangeState.Request()
+            req.transition.id = transition_id
+            res = _wait(client.call_async(req), self.params.transition_timeout_s)
+            if res is None or not res.success:
+                why = "timed out" if res is None else "failed (see that node's log for the reason)"
+                self.get_logger().error(f"{node_name}: {label} {why}")
+                return False
+            self.get_logger().info(f"{node_name}: {label} ok")
+            return True
+        finally:
+            self.destroy_client(client)
+
+    def state_of(self, node_name: str) -> str:
+        client = self.create_client(GetState, f"/{node_name}/get_state", callback_group=self._group)
+        try:
+            if not client.wait_for_service(timeout_sec=5.0):
+                return "unreachable"
+            res = _wait(client.call_async(GetState.Request()), 5.0)
+            return "unreachable" if res is None else res.current_state.label
+        finally:
+            self.destroy_client(client)
+
+    def startup(self) -> bool:
+        for name in self.params.node_names:
+            state = self.state_of(name)
+            if state == "active":
+                continue
+            if state == "unconfigured" and not self._transition(name, Transition.TRANSITION_CONFIGURE, "configure"):
+                return False
+            if not self._transition(name, Transition.TRANSITION_ACTIVATE, "activate"):
+                return False
+        self.get_logger().info(f"all {len(self.params.node_names)} lifecycle nodes active")
+        return True
+
+    def shutdown_all(self) -> bool:
+        ok = True
+        for name in reversed(self.params.node_names):
+            if self.state_of(name) == "active":
+                ok = self._transition(name, Transition.TRANSITION_DEACTIVATE, "deactivate") and ok
+        return ok
+
+    def _on_startup(self, _req, res):  # noqa: ANN001
+        res.success = self.startup()
+        res.message = "all active" if res.success else "bring-up failed; see log"
+        return res
+
+    def _on_shutdown_all(self, _req, res):  # noqa: ANN001
+        res.success = self.shutdown_all()
+        res.message = "all inactive" if res.success else "some nodes did not deactivate"
+        return res
+
+
+def main(args=None) -> int:  # noqa: ANN001
+    return spin_node(LifecycleManager, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,348 @@
+"""What every aichemist node shares: parameters from a Params model, errors to result codes,
+the e-stop subscription, a hardware lifecycle base, a blocking action call, and main().
+
+Nodes stay thin: they convert messages to domain types, call the pure core, and convert
+exceptions to result codes with ``set_error``. Everything here is ROS plumbing only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import typing
+from typing import Any, Callable, Optional
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.action import ActionClient
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
+                              ParameterUninitializedException)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from aichemist.errors import (AIChemistError, Cancelled, CommunicationTimeout, ConfigurationError,
+                              ConflictError, EmergencyStop, ResultCode, StepTimeout, error_from_result)
+from aichemist.params import Params, flatten, numeric_bounds, validate_config
+
+from pydantic_core import PydanticUndefined
+
+ESTOP_TOPIC = "/safety/estop"
+
+#: QoS of /safety/estop: a late joiner still gets the current state.
+ESTOP_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+#: QoS for state topics published at a rate (latest value matters, not every sample).
+STATE_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+# --- parameters --------------------------------------------------------------------------
+_SCALARS = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
+            str: Parameter.Type.STRING}
+_ARRAYS = {bool: Parameter.Type.BOOL_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+           float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_ARRAY}
+
+
+def _ros_type(annotation: Any) -> tuple[Parameter.Type, bool]:
+    """ROS parameter type for a field annotation, and whether the value travels as JSON text."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], False
+    if origin is typing.Literal:
+        return _SCALARS.get(type(args[0]), Parameter.Type.STRING), False
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        return _ros_type(args[0])
+    if origin in (list, tuple) and args and args[0] in _ARRAYS:
+        return _ARRAYS[args[0]], False
+    if isinstance(annotation, type) and issubclass(annotation, str):  # str enums, paths as str
+        return Parameter.Type.STRING, False
+    return Parameter.Type.STRING, True  # dicts, nested lists, models: JSON text
+
+
+def declare_params(node: Node, model: type[Params]) -> None:
+    """Declare every (flattened) field of ``model`` as a typed ROS parameter with its description
+    and range. Required fields are declared without a value: the params file must give them."""
+    for name, annotation, info in flatten(model):
+        ptype, as_json = _ros_type(annotation)
+        low, high = numeric_bounds(info)
+        desc = ParameterDescriptor(description=(info.description or "") + (" (JSON)" if as_json else ""),
+                                   type=int(ptype))
+        if ptype == Parameter.Type.DOUBLE and low is not None and high is not None:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+        elif ptype == Parameter.Type.INTEGER and low is not None and high is not None:
+            desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+        default = info.default
+        if default is PydanticUndefined and info.default_factory is not None:
+            default = info.default_factory()
+        try:
+            if default is PydanticUndefined or default is None:
+                node.declare_parameter(name, ptype, desc)
+            else:
+                if as_json:
+                    default = json.dumps(default.model_dump() if hasattr(default, "model_dump") else default)
+                elif ptype == Parameter.Type.DOUBLE:
+                    default = float(default)
+                elif isinstance(default, tuple):
+                    default = list(default)
+                elif hasattr(default, "value") and not isinstance(default, (int, float, str)):
+                    default = default.value
+                node.declare_parameter(name, default, desc)
+        except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+            rng = f" (allowed range [{low}, {high}])" if low is not None and high is not None else ""
+            raise ConfigurationError(f"parameter '{name}' of {node.get_name()}: {exc}{rng}",
+                                     problems=[{"field": name, "value": None, "limit": rng or None,
+                                                "message": str(exc)}]) from None
+
+
+def load_params(node: Node, model: type[Params]) -> Any:
+    """Read the declared parameters and validate them with ``model`` (ConfigurationError names
+    field, value and limit)."""
+    values: dict[str, Any] = {}
+    for name, annotation, _info in flatten(model):
+        try:
+            value = node.get_parameter(name).value
+        except ParameterUninitializedException:
+            continue
+        if value is None:
+            continue
+        _ptype, as_json = _ros_type(annotation)
+        if as_json and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigurationError(f"parameter '{name}' of {node.get_name()}: not valid JSON ({exc})",
+                                         problems=[{"field": name, "value": value, "limit": "JSON",
+                                                    "message": "not valid JSON"}]) from None
+        values[name] = value
+    return validate_config(model, values, what=f"parameters of {node.get_name()}")
+
+
+# --- errors ------------------------------------------------------------------------------
+def error_fields(exc: BaseException) -> tuple[int, str, str]:
+    """(code, error_type, message) of an exception, for an action result."""
+    if isinstance(exc, AIChemistError):
+        return int(exc.code), exc.error_type, exc.message
+    return int(ResultCode.INTERNAL), type(exc).__name__, f"internal error: {exc!r}"
+
+
+def set_error(result: Any, exc: BaseException) -> Any:
+    result.code, result.error_type, result.message = error_fields(exc)
+    return result
+
+
+def raise_for_result(result: Any) -> Any:
+    """Turn a failed action result back into its typed error."""
+    if result.code != ResultCode.SUCCESS:
+        raise error_from_result(result.code, result.error_type, result.message)
+    return result
+
+
+# --- e-stop ------------------------------------------------------------------------------
+def subscribe_estop(node: Node, on_change: Callable[[bool, str, str], None]) -> Any:
+    from aichemist_interfaces.msg import SafetyState
+
+    def _cb(msg: SafetyState) -> None:
+        on_change(bool(msg.estop), msg.source, msg.reason)
+
+    return node.create_subscription(SafetyState, ESTOP_TOPIC, _cb, ESTOP_QOS,
+                                    callback_group=ReentrantCallbackGroup())
+
+
+def publish_estop(node: Node, publisher: Any, estop: bool, source: str, reason: str) -> None:
+    from aichemist_interfaces.msg import SafetyState
+
+    msg = SafetyState()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.estop, msg.source, msg.reason = estop, source, reason
+    publisher.publish(msg)
+
+
+# --- actions -----------------------------------------------------------------------------
+def call_action(client: ActionClient, goal: Any, *, timeout_s: float, server_timeout_s: float = 10.0,
+                feedback_cb: Optional[Callable[[Any], None]] = None,
+                cancel_event: Optional[threading.Event] = None) -> Any:
+    """Send ``goal`` and block until its result (from a thread other than the executor's).
+
+    Raises the typed error of a failed result; CommunicationTimeout when the server is not there;
+    ConflictError when the goal is rejected; StepTimeout (after cancelling the goal) on timeout;
+    Cancelled (after cancelling the goal) when ``cancel_event`` is set.
+    """
+    name = getattr(client, "_action_name", "action")
+    if not client.server_is_ready() and not client.wait_for_server(timeout_sec=server_timeout_s):
+        raise CommunicationTimeout(f"action server '{name}' not available after {server_timeout_s:g} s")
+    accepted = threading.Event()
+    send_future = client.send_goal_async(
+        goal, feedback_callback=(lambda fb: feedback_cb(fb.feedback)) if feedback_cb else None)
+    send_future.add_done_callback(lambda _f: accepted.set())
+    if not accepted.wait(server_timeout_s):
+        raise CommunicationTimeout(f"action server '{name}' did not answer the goal within {server_timeout_s:g} s")
+    goal_handle = send_future.result()
+    if not goal_handle.accepted:
+        raise ConflictError(f"action server '{name}' rejected the goal")
+    done = threading.Event()
+    result_future = goal_handle.get_result_async()
+    result_future.add_done_callback(lambda _f: done.set())
+    waited = 0.0
+    while not done.wait(0.05):
+        waited += 0.05
+        if cancel_event is not None and cancel_event.is_set():
+            goal_handle.cancel_goal_async()
+            done.wait(server_timeout_s)
+            raise Cancelled(f"'{name}' cancelled")
+        if waited >= timeout_s:
+            goal_handle.cancel_goal_async()
+            raise StepTimeout(f"'{name}' gave no result within {timeout_s:g} s (goal cancelled)")
+    return raise_for_result(result_future.result().result)
+
+
+# --- hardware lifecycle base -------------------------------------------------------------
+class HardwareNode(LifecycleNode):
+    """Lifecycle node for anything that moves or heats.
+
+    configure: validate parameters (``params_model``), open ports (``configure_core``);
+    activate: enable actuation (``activate_core``);
+    deactivate, error, shutdown, e-stop: ``safe_state()`` first, always.
+    A failed configure logs one line that says what is wrong (the port, the field) and leaves
+    the node unconfigured.
+    """
+
+    params_model: type[Params]
+
+    def __init__(self, node_name: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params: Any = None
+        self.estop_active = False
+        self.estop_reason = ""
+        self.cb_group = ReentrantCallbackGroup()
+        declare_params(self, self.params_model)
+        subscribe_estop(self, self._on_estop)
+
+    # hooks for subclasses ------------------------------------------------------------------
+    def configure_core(self, params: Any) -> None:
+        """Build the core from validated params; open ports; move nothing."""
+
+    def activate_core(self) -> None:
+        """Enable actuation."""
+
+    def deactivate_core(self) -> None:
+        """Disable actuation (after safe_state)."""
+
+    def cleanup_core(self) -> None:
+        """Close ports, drop the core."""
+
+    def safe_state(self) -> None:
+        """Drive the hardware to its safe state. Must be idempotent and never raise."""
+
+    # lifecycle -------------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self.params = load_params(self, self.params_model)
+            self.configure_core(self.params)
+        except AIChemistError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self._quiet(self.cleanup_core)
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # an unexpected failure still leaves the node unconfigured
+            self.get_logger().error(f"configure failed: {exc!r}")
+            self._quiet(self.cleanup_core)
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info("configured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        if self.estop_active:
+            self.get_logger().error(f"activate refused: e-stop is active ({self.estop_reason})")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self.activate_core()
+        except Exception as exc:
+            self.get_logger().error(f"activate failed: {exc}")
+            self._quiet(self.safe_state)
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info("active: actuation enabled")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._quiet(self.safe_state)
+        self._quiet(self.deactivate_core)
+        self.get_logger().info("inactive: hardware in safe state")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._quiet(self.safe_state)
+        self._quiet(self.cleanup_core)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._quiet(self.safe_state)
+        self._quiet(self.cleanup_core)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self.get_logger().error("error: driving hardware to safe state")
+        self._quiet(self.safe_state)
+        self._quiet(self.cleanup_core)
+        return TransitionCallbackReturn.SUCCESS
+
+    @property
+    def is_active(self) -> bool:
+        return self._state_machine.current_state[1] == "active"
+
+    def require_actuation(self) -> None:
+        """Raise unless goals may move hardware now (active, no e-stop)."""
+        if self.estop_active:
+            raise EmergencyStop(f"{self.get_name()}: e-stop active ({self.estop_reason}); goal refused")
+        if not self.is_active:
+            raise ConflictError(f"{self.get_name()}: node is not active "
+                                f"(state '{self._state_machine.current_state[1]}'); goal refused")
+
+    def _on_estop(self, estop: bool, source: str, reason: str) -> None:
+        if estop and not self.estop_active:
+            self.get_logger().error(f"E-STOP from {source}: {reason}: driving to safe state")
+            self.estop_active, self.estop_reason = True, f"{source}: {reason}"
+            self._quiet(self.safe_state)
+        elif not estop and self.estop_active:
+            self.get_logger().warn(f"e-stop cleared by {source}")
+            self.estop_active, self.estop_reason = False, ""
+
+    def _quiet(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # safe-state paths must not stop each other
+            self.get_logger().error(f"{getattr(fn, '__name__', fn)} failed: {exc!r}")
+
+    def on_process_exit(self) -> None:
+        self._quiet(self.safe_state)
+        self._quiet(self.cleanup_core)
+
+
+# --- main --------------------------------------------------------------------------------
+def spin_node(node_factory: Callable[[], Node], args: Optional[list[str]] = None, threads: int = 4) -> int:
+    """Init, spin a MultiThreadedExecutor until Ctrl-C or SIGTERM, then shut down cleanly
+    (hardware nodes go to their safe state on the way out)."""
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor(num_threads=threads)
+    code = 0
+    try:
+        node = node_factory()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except AIChemistError as exc:
+        print(f"[fatal] {exc}", flush=True)
+        code = 2
+    finally:
+        if node is not None:
+            if hasattr(node, "on_process_exit"):
+                node.on_process_exit()
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return code
