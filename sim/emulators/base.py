@@ -27,6 +27,7 @@ class EmulatorBase(abc.ABC):
     """
 
     terminator: bytes = b"\r"
+    reply_terminator: bytes | None = None  # end of the device's answers, if not ``terminator``
     device_faults: tuple[str, ...] = ()
 
     def __init__(self, name: str = "", *, seed: int = 0) -> None:
@@ -114,12 +115,15 @@ class EmulatorBase(abc.ABC):
             return bytes(out)
 
     def _garble(self, reply: bytes) -> bytes:
-        """Replace the payload with noise but keep the length and the final byte (the frame end),
-        the way line noise corrupts a reply without hiding that one arrived."""
-        if len(reply) <= 1:
-            return bytes([0xFF])
-        noise = self.rng.integers(0x80, 0x100, size=len(reply) - 1, dtype=np.uint8).tobytes()
-        return noise + reply[-1:]
+        """Replace the payload with noise but keep the length and the frame end, the way line
+        noise corrupts a reply without hiding that one arrived."""
+        end = self.reply_terminator or self.terminator
+        keep = len(end) if reply.endswith(end) else 0
+        body = len(reply) - keep
+        if body <= 0:
+            return bytes([0xFF]) + reply
+        noise = self.rng.integers(0x80, 0x100, size=body, dtype=np.uint8).tobytes()
+        return noise + reply[body:]
 
     @abc.abstractmethod
     def handle(self, frame: bytes) -> bytes:

@@ -32,6 +32,7 @@ _MAX_UPPER_PSI = {"steel": 6000, "plastic": 5000}
 
 class SSIPumpEmulator(EmulatorBase):
     terminator = b"\r"
+    reply_terminator = b"/"
     device_faults = ("stall", "pressure_spike")
 
     def __init__(self, name: str = "ssi_pump", *, head: str = "10ml", head_material: str = "steel",
