@@ -1,0 +1,95 @@
+"""The lab twin: subsystems stepped on one simulated clock.
+
+A subsystem is anything with ``step(t, dt)`` (``TwinSubsystem``): the flow reactor twin, later
+the robot world. Subsystems that own device emulators expose them as ``emulators`` (device name
+-> emulator), so whoever hosts the twin (``twin_node``, tests, benchmarks) can serve each on a
+pseudo-terminal or connect to it in-process.
+
+Subsystems are plugins: the twin's params list an import path per subsystem
+(``"package.module:factory"``) and keyword arguments; the factory returns the subsystem.
+
+Two ways to run:
+- lock-step (tests, benchmarks): the controller's ``SimClock.sleep`` advances the twin exactly as
+  far as the controller waits (``LabTwin(clock=SimClock())`` registers itself as a stepper);
+- free-running (``twin_node``): ``advance(dt)`` called from a real-time loop at a real-time
+  factor, with the simulated time published on /clock.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+
+from aichemist.clock import SimClock
+from aichemist.errors import ConfigurationError
+
+
+@runtime_checkable
+class TwinSubsystem(Protocol):
+    def step(self, t: float, dt: float) -> None:
+        """Advance this subsystem from simulated time ``t`` by ``dt`` seconds."""
+
+
+def load_subsystem(target: str, **kwargs: Any) -> TwinSubsystem:
+    """Build a subsystem from ``"package.module:factory"`` and keyword arguments."""
+    if ":" not in target:
+        raise ConfigurationError(f"twin subsystem {target!r} must look like 'package.module:factory'",
+                                 problems=[{"field": "plugin", "value": target}])
+    module_name, attr = target.split(":", 1)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"twin subsystem {target!r} cannot be loaded: {exc}",
+                                 problems=[{"field": "plugin", "value": target}]) from exc
+    subsystem = factory(**kwargs)
+    if not isinstance(subsystem, TwinSubsystem):
+        raise ConfigurationError(f"twin subsystem {target!r} has no step(t, dt)")
+    return subsystem
+
+
+class LabTwin:
+    """Named subsystems advanced together on one simulated timeline."""
+
+    def __init__(self, subsystems: Mapping[str, TwinSubsystem] | None = None, *,
+                 clock: SimClock | None = None, max_step_s: float = 0.05) -> None:
+        self.subsystems: dict[str, TwinSubsystem] = dict(subsystems or {})
+        self.clock = clock if clock is not None else SimClock(max_step=max_step_s)
+        self.clock.add_stepper(self._step_all)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_config(cls, plugins: Iterable[Mapping[str, Any]], **kw: Any) -> "LabTwin":
+        """``plugins``: [{"name": ..., "plugin": "module:factory", "params": {...}}, ...]."""
+        subsystems = {}
+        for entry in plugins:
+            name = entry.get("name") or entry["plugin"].rsplit(":", 1)[-1]
+            subsystems[name] = load_subsystem(entry["plugin"], **dict(entry.get("params") or {}))
+        return cls(subsystems, **kw)
+
+    def add(self, name: str, subsystem: TwinSubsystem) -> None:
+        with self._lock:
+            self.subsystems[name] = subsystem
+
+    @property
+    def emulators(self) -> dict[str, Any]:
+        """Every device emulator of every subsystem (device name -> emulator)."""
+        out: dict[str, Any] = {}
+        for sub in self.subsystems.values():
+            for name, emu in getattr(sub, "emulators", {}).items():
+                if name in out:
+                    raise ConfigurationError(f"twin: device name {name!r} is used by two subsystems")
+                out[name] = emu
+        return out
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def _step_all(self, t: float, dt: float) -> None:
+        with self._lock:
+            for sub in self.subsystems.values():
+                sub.step(t, dt)
+
+    def advance(self, seconds: float) -> None:
+        """Advance simulated time by ``seconds`` (in steps of at most the clock's max step)."""
+        self.clock.sleep(seconds)
