@@ -1,0 +1,235 @@
+"""Command line of the bridge: ``submit``, ``status``, ``watch``, ``keys``, ``db``, ``serve``.
+
+Mounted into the ``aichemist`` CLI by the lead; also runs alone as ``python -m cloud_bridge``.
+HTTP commands read ``--url`` / ``AICHEMIST_BRIDGE_URL`` and ``--api-key`` / ``AICHEMIST_API_KEY``;
+``keys`` and ``db`` work on the database directly (``--database-url`` / ``AICHEMIST_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import re
+import sys
+from typing import Any, Optional
+
+import typer
+
+from aichemist.errors import AIChemistError
+
+app = typer.Typer(help="aichemist cloud bridge: tasks, keys, database, server", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; the key is printed once)", no_args_is_help=True)
+db_app = typer.Typer(help="the bridge database", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+_SECRET_RE = re.compile(r"(ak_[0-9a-f]{12}_)[A-Za-z0-9_\-]+")
+
+
+class RedactSecrets(logging.Filter):
+    """Last line of defence: no API key secret reaches a log line, whoever logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "ak_" in msg:
+            record.msg = _SECRET_RE.sub(r"\1***", msg)
+            record.args = ()
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("", "uvicorn", "uvicorn.access", "uvicorn.error", "cloud_bridge", "sqlalchemy"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+def _client(url: Optional[str], api_key: Optional[str]) -> Any:
+    from cloud_bridge.client import BridgeClient
+
+    return BridgeClient(url, api_key)
+
+
+UrlOpt = typer.Option(None, "--url", help="bridge URL (default $AICHEMIST_BRIDGE_URL or http://127.0.0.1:8080)")
+KeyOpt = typer.Option(None, "--api-key", help="API key (default $AICHEMIST_API_KEY)")
+DbOpt = typer.Option(None, "--database-url", help="SQLAlchemy URL (default $AICHEMIST_DATABASE_URL, then "
+                                                  "the embedded SQLite file)")
+
+
+@app.command()
+def submit(task_file: pathlib.Path = typer.Argument(..., help="task JSON file, or - for stdin"),
+           idempotency_key: Optional[str] = typer.Option(None, help="default: a new UUID"),
+           campaign: str = typer.Option("", help="campaign name"),
+           wait: bool = typer.Option(False, help="wait until the task ends"),
+           url: Optional[str] = UrlOpt, api_key: Optional[str] = KeyOpt) -> None:
+    """Submit a task; prints the stored task as JSON."""
+    try:
+        text = sys.stdin.read() if str(task_file) == "-" else task_file.read_text()
+        document = json.loads(text)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    try:
+        with _client(url, api_key) as bridge:
+            task = bridge.submit(document, idempotency_key=idempotency_key, campaign=campaign)
+            if wait:
+                task = bridge.wait(task["id"])
+    except AIChemistError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(task, indent=2))
+    if wait and task["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(task_id: Optional[str] = typer.Argument(None, help="a task id; without it: list recent tasks"),
+           state: Optional[list[str]] = typer.Option(None, "--status", help="filter the list by status"),
+           campaign: Optional[str] = typer.Option(None), limit: int = typer.Option(20),
+           url: Optional[str] = UrlOpt, api_key: Optional[str] = KeyOpt) -> None:
+    """Show one task (JSON) or a table of recent tasks."""
+    try:
+        with _client(url, api_key) as bridge:
+            if task_id:
+                typer.echo(json.dumps(bridge.get(task_id), indent=2))
+                return
+            page = bridge.list(status=state, campaign=campaign, limit=limit)
+    except AIChemistError as exc:
+        _fail(exc)
+    for t in page["items"]:
+        typer.echo(f"{t['id']}  {t['status']:<17} {t['kind']:<16} {t['campaign'] or '-':<12} {t['message'][:60]}")
+
+
+@app.command()
+def watch(task_id: Optional[str] = typer.Argument(None, help="a task id; without it: the whole lab"),
+          url: Optional[str] = UrlOpt, api_key: Optional[str] = KeyOpt) -> None:
+    """Print live events (one JSON line each) until the task ends (or forever for the lab)."""
+    try:
+        with _client(url, api_key) as bridge:
+            for ev in bridge.events(task_id):
+                typer.echo(json.dumps({"event": ev.get("event"), "data": ev.get("data")}))
+                if task_id and (ev.get("event") == "finished" or (
+                        ev.get("event") == "snapshot" and ev["data"].get("status") in ("succeeded", "failed",
+                                                                                        "cancelled"))):
+                    return
+    except AIChemistError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        return
+
+
+def _db(database_url: Optional[str]) -> Any:
+    from cloud_bridge.config import resolve_database_url
+    from cloud_bridge.db import Database
+
+    db = Database(resolve_database_url(database_url))
+    db.upgrade()
+    return db
+
+
+@keys_app.command("create")
+def keys_create(lab: str = typer.Option(..., help="the lab the key is bound to"),
+                scopes: str = typer.Option(..., help="comma-separated: submit,read,approve,admin"),
+                kind: str = typer.Option("human", help="human | model_service | scheduler | service"),
+                name: str = typer.Option("", help="who or what holds it"),
+                rate_limit_per_s: Optional[float] = typer.Option(None, help="default: the server's"),
+                database_url: Optional[str] = DbOpt) -> None:
+    """Create an API key and print it ONCE on stdout (only its hash is stored)."""
+    from cloud_bridge import store
+
+    try:
+        key, who = store.create_key(_db(database_url), lab=lab, scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                                    kind=kind, name=name, rate_limit_per_s=rate_limit_per_s)
+    except AIChemistError as exc:
+        _fail(exc)
+    typer.echo(f"created key id {who.key_id} for lab {who.lab} ({who.kind}; {' '.join(sorted(who.scopes))}); "
+               "store it now, it is not shown again:", err=True)
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(lab: Optional[str] = typer.Option(None), database_url: Optional[str] = DbOpt) -> None:
+    """List keys (ids, never secrets)."""
+    from cloud_bridge import store
+
+    for k in store.list_keys(_db(database_url), lab):
+        typer.echo(f"{k['id']}  lab={k['lab']:<12} kind={k['kind']:<14} scopes={','.join(k['scopes']):<28} "
+                   f"{'REVOKED' if k['revoked'] else 'active'}  {k['name']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="the key id (the part after ak_)"),
+                database_url: Optional[str] = DbOpt) -> None:
+    """Revoke a key: it is refused (401) from the next request on."""
+    from cloud_bridge import store
+
+    try:
+        store.revoke_key(_db(database_url), key_id)
+    except AIChemistError as exc:
+        _fail(exc)
+    typer.echo(f"revoked {key_id}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: Optional[str] = DbOpt, revision: str = typer.Option("head")) -> None:
+    """Run the Alembic migrations up to REVISION."""
+    from cloud_bridge.config import resolve_database_url
+    from cloud_bridge.db import Database
+
+    url = resolve_database_url(database_url)
+    Database(url).upgrade(revision)
+    typer.echo(f"database at {revision}: {_safe_url(url)}")
+
+
+def _safe_url(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
+          database_url: Optional[str] = DbOpt,
+          params_file: Optional[pathlib.Path] = typer.Option(None, help="YAML with a 'bridge:' section"),
+          bootstrap_lab: str = typer.Option("default", help="lab of the key from $AICHEMIST_BOOTSTRAP_ADMIN_KEY"),
+          log_level: str = typer.Option("info")) -> None:
+    """Run the HTTP API (migrates the database first).
+
+    Dev / twin bootstrap: when $AICHEMIST_BOOTSTRAP_ADMIN_KEY holds a key of the form
+    ak_<12 hex>_<secret>, an admin key with exactly that value is created for --bootstrap-lab
+    (if not present), so a twin can start with a known key and never print it.
+    """
+    import uvicorn
+
+    from cloud_bridge import store
+    from cloud_bridge.api import create_app
+    from cloud_bridge.config import BOOTSTRAP_ADMIN_KEY_ENV, load_settings, resolve_database_url
+
+    settings = load_settings(params_file)
+    url = resolve_database_url(database_url, settings)
+    app_ = create_app(url, settings)
+    bootstrap = os.environ.get(BOOTSTRAP_ADMIN_KEY_ENV)
+    if bootstrap:
+        try:
+            _, who = store.create_key(app_.state.db, lab=bootstrap_lab, scopes=["submit", "read", "approve", "admin"],
+                                      kind="human", name="bootstrap admin", secret=bootstrap)
+        except AIChemistError as exc:
+            _fail(exc)
+        typer.echo(f"bootstrap admin key id {who.key_id} for lab {bootstrap_lab}", err=True)
+    logging.basicConfig(level=log_level.upper())
+    install_log_redaction()
+    typer.echo(f"bridge serving on http://{host}:{port} with {_safe_url(url)}", err=True)
+    config = uvicorn.Config(app_, host=host, port=port, log_level=log_level, access_log=True)
+    server = uvicorn.Server(config)
+    install_log_redaction()
+    server.run()
+
+
+def main() -> None:
+    app()

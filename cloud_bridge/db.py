@@ -1,0 +1,144 @@
+"""Engines, sessions and migrations.
+
+SQLite is the embedded default, in WAL mode (readers never block the writer) with a busy timeout
+so several processes (API server, bridge nodes) share one file. Write transactions on SQLite
+start with ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes can fail at once
+with "database is locked" when another process committed in between, while an immediate one waits
+for the lock (busy timeout). Read-only sessions stay deferred so they never queue behind writers.
+
+Migrations are Alembic scripts shipped inside this package (``cloud_bridge/migrations``); they
+run on server start-up and with ``aichemist db upgrade``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = pathlib.Path(__file__).with_name("migrations")
+_IMMEDIATE = "aichemist_sqlite_immediate"
+
+
+def _normalise_url(url: str) -> str:
+    # "postgresql://" means psycopg 3 here (the only PostgreSQL driver installed).
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://"):]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(_normalise_url(url)).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    url = _normalise_url(url)
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_size=pool_size, max_overflow=20)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see module doc)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            if conn.get_execution_options().get(_IMMEDIATE):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    """One engine and two session factories: ``read()`` and ``write()`` transactions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = _normalise_url(url)
+        self.engine = make_engine(self.url, pool_size=pool_size)
+        self.sqlite = is_sqlite(self.url)
+        write_engine = self.engine.execution_options(**{_IMMEDIATE: True}) if self.sqlite else self.engine
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(write_engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._read() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._write() as session, session.begin():
+            yield session
+
+    def upgrade(self, revision: str = "head") -> None:
+        upgrade(self.url, revision, engine=self.engine)
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+
+    def at_head(self) -> bool:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        heads = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
+        with self.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        return current == heads
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", _normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head", *, engine: Engine | None = None) -> None:
+    """Bring the database at ``url`` to ``revision`` (idempotent; safe with several processes on
+    PostgreSQL thanks to an advisory lock, and on SQLite thanks to the immediate transaction)."""
+    cfg = alembic_config(url)
+    own = engine is None
+    engine = engine or make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_lock(424242)")
+            cfg.attributes["connection"] = conn
+            try:
+                command.upgrade(cfg, revision)
+            finally:
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(424242)")
+                conn.commit()
+    finally:
+        if own:
+            engine.dispose()
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())
