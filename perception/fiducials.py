@@ -96,6 +96,23 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(gray)
 
 
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """RGB float32 in 0..1 from uint8/uint16/float RGB, RGBA or grey images."""
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0:
+        raise ImageQualityError("no image data")
+    img = image
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise ImageQualityError(f"unsupported image shape {image.shape}")
+    img = img[:, :, :3]
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
 def marker_object_points(side_m: float) -> np.ndarray:
     h = side_m / 2.0
     return np.array([[-h, h, 0.0], [h, h, 0.0], [h, -h, 0.0], [-h, -h, 0.0]], dtype=np.float64)

@@ -134,7 +134,7 @@ class SceneBuilder:
         parts = [f'<body name="{g.name}" pos="{_fmt(rack_in_world[:3, 3])}" quat="{_fmt([q[3], q[0], q[1], q[2]])}">',
                  # base plate (top at z=0) and backdrop panel (front face at y=backdrop_y_m)
                  f'<geom type="box" size="{hx:.6g} {g.backdrop_y_m / 2 + 0.01:.6g} 0.005" '
-                 f'pos="{cx:.6g} {g.backdrop_y_m / 2 - 0.01:.6g} -0.005" rgba="0.55 0.58 0.62 1"/>',
+                 f'pos="{cx:.6g} {g.backdrop_y_m / 2 - 0.01:.6g} -0.005" rgba="{backdrop_rgba}"/>',
                  f'<geom type="box" size="{hx:.6g} 0.003 {height / 2:.6g}" '
                  f'pos="{cx:.6g} {g.backdrop_y_m + 0.003:.6g} {height / 2 - 0.01:.6g}" rgba="{backdrop_rgba}"/>']
         for i, v in enumerate(vials):
