@@ -36,6 +36,11 @@ ESTOP_TOPIC = "/safety/estop"
 ESTOP_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
+#: Seconds an action server keeps a finished goal's result. rclpy republishes the status of
+#: every kept goal on each change, so a long timeout makes each call O(recent goals); our clients
+#: fetch the result as soon as the goal is accepted, so a short one loses nothing.
+ACTION_RESULT_TIMEOUT_S = 2
+
 #: QoS for state topics published at a rate (latest value matters, not every sample).
 STATE_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -163,6 +168,16 @@ def publish_estop(node: Node, publisher: Any, estop: bool, source: str, reason: 
 
 
 # --- actions -----------------------------------------------------------------------------
+def action_server(node: Node, action_type: Any, name: str, execute: Callable[[Any], Any], **kwargs: Any) -> Any:
+    """An ActionServer with the stack's defaults: reentrant callbacks (cancel is served while a
+    goal runs) and a short result timeout (see ACTION_RESULT_TIMEOUT_S)."""
+    from rclpy.action import ActionServer
+
+    kwargs.setdefault("callback_group", ReentrantCallbackGroup())
+    kwargs.setdefault("result_timeout", ACTION_RESULT_TIMEOUT_S)
+    return ActionServer(node, action_type, name, execute, **kwargs)
+
+
 def call_action(client: ActionClient, goal: Any, *, timeout_s: float, server_timeout_s: float = 10.0,
                 feedback_cb: Optional[Callable[[Any], None]] = None,
                 cancel_event: Optional[threading.Event] = None) -> Any:

@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
-from rclpy.action import ActionServer
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from aichemist_interfaces.action import Ping
-from aichemist_nodes.node_base import spin_node
+from aichemist_nodes.node_base import action_server, spin_node
 
 
 class NoopDeviceNode(Node):
     def __init__(self) -> None:
         super().__init__("noop_device")
         group = ReentrantCallbackGroup()
-        self._server = ActionServer(self, Ping, "/noop_device/ping", self._execute, callback_group=group)
+        self._server = action_server(self, Ping, "/noop_device/ping", self._execute, callback_group=group)
         self._trigger = self.create_service(Trigger, "/noop_device/trigger", self._on_trigger,
                                             callback_group=group)
 
