@@ -134,18 +134,24 @@ class ReactorPhysics:
         self.vials: dict[int, Vial] = {}
         self.waste_ml = 0.0
         self.time_s = 0.0
+        self._k_cache: tuple[float, dict[str, float]] | None = None
+        self._r_cache: tuple[tuple[float, float], float] | None = None
 
     # --- derived quantities -------------------------------------------------------------------
     def line_resistance_bar_per_ml_min(self, temp_c: float | None = None) -> float:
         """Pressure drop per flow from the mixer to the BPR (coil hot, transfer lines ambient)."""
         cfg = self.config
         t = self.temp_c if temp_c is None else temp_c
+        if self._r_cache is not None and self._r_cache[0] == (t, self.blockage_factor):
+            return self._r_cache[1]
         coil = poiseuille_bar_per_ml_min(cfg.reactor_length_m, cfg.reactor_inner_diameter_mm,
                                          ethanol_viscosity_pa_s(t))
         transfer = poiseuille_bar_per_ml_min(
             cfg.transfer_length_m(cfg.detector_dead_volume_ml + cfg.collect_dead_volume_ml),
             cfg.transfer_inner_diameter_mm, ethanol_viscosity_pa_s(cfg.ambient_temp_c))
-        return (coil + transfer) * self.blockage_factor
+        r = (coil + transfer) * self.blockage_factor
+        self._r_cache = ((t, self.blockage_factor), r)
+        return r
 
     def expected_pressure_bar(self, flow_ml_min: float, temp_c: float) -> float:
         """Pressure at the mixer for a healthy system at this total flow and coil temperature."""
@@ -200,10 +206,15 @@ class ReactorPhysics:
             self.waste_ml += out_ml
         self.time_s += dt_s
 
+    def _rate_constants_per_s(self, temp_c: float) -> dict[str, float]:
+        if self._k_cache is None or self._k_cache[0] != temp_c:
+            k = snar.rate_constants_per_min(temp_c)
+            self._k_cache = (temp_c, {name: float(v) / 60.0 for name, v in k.items()})
+        return self._k_cache[1]
+
     def _step_transport_and_reaction(self, dt_s: float, q_ml_s: float, inlet: np.ndarray,
                                      temp_c: float) -> np.ndarray:
-        k = snar.rate_constants_per_min(temp_c)
-        k_per_s = {name: v / 60.0 for name, v in k.items()}
+        k_per_s = self._rate_constants_per_s(temp_c)
         exchange = q_ml_s / self._cell_volume_ml  # 1/s per cell
         # explicit stepping; sub-steps keep it stable and accurate for fast flow or fast kinetics
         c1_max = float(self.conc[1].max(initial=0.0)) + float(inlet[1])
@@ -217,7 +228,7 @@ class ReactorPhysics:
             upstream[:, 0] = inlet
             upstream[:, 1:] = self.conc[:, :-1]
             d = exchange * (upstream - self.conc)
-            d[:, :nr] += snar.reaction_rates(self.conc[:, :nr], k_per_s, self.config.model)
+            snar.add_reaction_rates(self.conc[:, :nr], k_per_s, self.config.model, d[:, :nr])
             out_sum += self.conc[:, -1]
             self.conc += h * d
             np.maximum(self.conc, 0.0, out=self.conc)

@@ -101,6 +101,21 @@ def reaction_rates(conc: np.ndarray, k: dict[str, float], model: Model = "curren
     ])
 
 
+def add_reaction_rates(conc: np.ndarray, k: dict[str, float], model: Model, out: np.ndarray) -> None:
+    """``out += reaction_rates(conc, k, model)`` without temporaries (the twin's inner loop)."""
+    c0, c1, c2, c3 = conc[0], conc[1], conc[2], conc[3]
+    ka, kb, kc, kd = k["ka"], k["kb"], k["kc"], k["kd"]
+    para_k = kb if model == "current" else ka
+    c01 = c0 * c1
+    ortho_to_bis = kc * c1 * c2
+    para_to_bis = kd * c1 * c3
+    out[0] -= (ka + kb) * c01
+    out[1] -= (ka + kb) * c01 + ortho_to_bis + para_to_bis
+    out[2] += ka * c01 - ortho_to_bis
+    out[3] += para_k * c01 - para_to_bis
+    out[4] += ortho_to_bis + para_to_bis
+
+
 def _rate_jacobian(conc: np.ndarray, k: dict[str, float], model: Model) -> np.ndarray:
     """d(reaction_rates)/dC for one concentration vector (lets LSODA take fewer steps)."""
     c0, c1, c2, c3 = conc[0], conc[1], conc[2], conc[3]

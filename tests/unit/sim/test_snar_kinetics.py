@@ -161,3 +161,12 @@ def test_feed_flows():
     assert q["dfnb"] + q["pyrrolidine"] + q["ethanol"] == pytest.approx(2.0)
     with pytest.raises(ValidationError, match="stock"):
         snar.feed_flows_ml_min(3.0, 1.0, 5.0, 0.9)
+
+
+@pytest.mark.parametrize("model", ["current", "published"])
+def test_in_place_rates_equal_rates(model):
+    k = snar.rate_constants_per_min(80.0)
+    conc = np.random.default_rng(1).uniform(0, 1, size=(5, 7))
+    out = np.ones((5, 7))
+    snar.add_reaction_rates(conc, k, model, out)
+    np.testing.assert_allclose(out, 1.0 + snar.reaction_rates(conc, k, model))
