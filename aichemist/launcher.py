@@ -32,9 +32,17 @@ _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
 class NodeSpec(Params):
-    name: str = Field(pattern=_NAME, description="ROS node name (unique in the manifest)")
+    """One process of the graph: a ROS node (``executable`` of ``package``), or, with
+    ``ros: false``, a plain Python process (``module`` run with ``args``), such as the bridge's
+    HTTP API. ``args`` may use ${launch arguments}."""
+
+    name: str = Field(pattern=_NAME, description="ROS node name / process name (unique in the manifest)")
     package: str = Field(default="aichemist_nodes")
-    executable: str = Field(pattern=_NAME, description="console script of the package (module of the same name)")
+    executable: Optional[str] = Field(default=None, pattern=_NAME,
+                                      description="console script of the package (module of the same name)")
+    ros: bool = Field(default=True, description="a ROS node (gets --ros-args)")
+    module: Optional[str] = Field(default=None, description="python -m MODULE (plain processes)")
+    args: list[str] = Field(default_factory=list, description="command-line arguments (plain processes)")
     params: Optional[str] = Field(default=None, description="params file, relative to params_dir")
     remaps: dict[str, str] = Field(default_factory=dict)
     respawn: bool = False
@@ -63,6 +71,11 @@ def load_manifest(path: str | os.PathLike[str]) -> tuple[Manifest, pathlib.Path]
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"manifest {path} is not valid YAML: {exc}") from None
     manifest = validate(Manifest, data, what=f"manifest {path}", error=ConfigurationError)
+    for node in manifest.nodes:
+        if node.ros and not node.executable:
+            raise ConfigurationError(f"manifest {path}: node '{node.name}' needs an executable")
+        if not node.ros and not node.module:
+            raise ConfigurationError(f"manifest {path}: process '{node.name}' (ros: false) needs a module")
     names = [n.name for n in manifest.nodes]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -110,8 +123,16 @@ def render_params(manifest: Manifest, params_dir: pathlib.Path, args: dict[str, 
     return rendered
 
 
-def node_command(node: NodeSpec, params_file: Optional[pathlib.Path], python: str = sys.executable) -> list[str]:
-    cmd = [python, "-m", f"{node.package}.{node.executable}", "--ros-args", "-r", f"__node:={node.name}"]
+def node_command(node: NodeSpec, params_file: Optional[pathlib.Path], python: str = sys.executable,
+                 args: dict[str, str] | None = None) -> list[str]:
+    if not node.ros:
+        try:
+            extra = [string.Template(a).substitute(args or {}) for a in node.args]
+        except KeyError as exc:
+            raise ConfigurationError(f"process '{node.name}': argument uses ${{{exc.args[0]}}}, "
+                                     "which is not a launch argument") from None
+        return [python, "-m", str(node.module), *extra]
+    cmd = [python, "-m", node.module or f"{node.package}.{node.executable}", "--ros-args", "-r", f"__node:={node.name}"]
     if params_file is not None:
         cmd += ["--params-file", str(params_file)]
     for src, dst in node.remaps.items():
@@ -168,7 +189,7 @@ class Launcher:
         for node in self.manifest.nodes:
             if self.only is not None and node.name not in self.only:
                 continue
-            child = _Child(node, node_command(node, params.get(node.name)), {**env, **node.env})
+            child = _Child(node, node_command(node, params.get(node.name), args=self.args), {**env, **node.env})
             self._children[node.name] = child
             self._spawn(child)
         self._watcher = threading.Thread(target=self._watch, name="launcher-watch", daemon=True)

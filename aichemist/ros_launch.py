@@ -8,7 +8,7 @@ import os
 import pathlib
 from typing import Any
 
-from aichemist.launcher import load_manifest, render_params, resolve_args
+from aichemist.launcher import load_manifest, node_command, render_params, resolve_args
 
 
 def manifest_launch_description(manifest_path: str | os.PathLike[str]) -> Any:
@@ -24,8 +24,15 @@ def manifest_launch_description(manifest_path: str | os.PathLike[str]) -> Any:
         args = resolve_args(manifest, values)
         run_dir = pathlib.Path(args.get("run_dir") or f"/tmp/aichemist-{os.getuid()}/{manifest.name}")
         rendered = render_params(manifest, params_dir, args, run_dir / "params")
-        nodes = []
+        nodes: list[Any] = []
         for spec in manifest.nodes:
+            if not spec.ros:
+                from launch.actions import ExecuteProcess
+
+                nodes.append(ExecuteProcess(cmd=node_command(spec, None, args=args), name=spec.name,
+                                            additional_env={**manifest.env, **spec.env}, output="screen",
+                                            respawn=spec.respawn, respawn_delay=spec.respawn_delay_s))
+                continue
             parameters: list[Any] = [str(rendered[spec.name])] if spec.name in rendered else []
             if spec.use_sim_time:
                 parameters.append({"use_sim_time": True})

@@ -117,3 +117,20 @@ def test_ros_launch_file_builds_one_node_per_manifest_entry(monkeypatch, tmp_pat
     manifest, _ = load_manifest(REPO / "launch" / "bench.yaml")
     assert [n.kwargs["name"] for n in nodes] == [n.name for n in manifest.nodes]
     assert created[0]["executable"] == "noop_device_node" and created[0]["package"] == "aichemist_nodes"
+
+
+def test_plain_process_gets_substituted_args_and_no_ros_args(tmp_path):
+    path = _write(tmp_path, """
+name: demo
+args: {port: "8080", db: "sqlite:///x.db"}
+nodes:
+  - {name: api, ros: false, module: cloud_bridge, args: [serve, --port, "${port}", --database-url, "${db}"]}
+""")
+    manifest, _ = load_manifest(path)
+    cmd = node_command(manifest.nodes[0], None, python="py", args=resolve_args(manifest, {"port": "9001"}))
+    assert cmd == ["py", "-m", "cloud_bridge", "serve", "--port", "9001", "--database-url", "sqlite:///x.db"]
+
+
+def test_process_without_module_and_node_without_executable_are_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match="needs a module"):
+        load_manifest(_write(tmp_path, "name: d\nnodes:\n  - {name: api, ros: false}\n"))
