@@ -80,6 +80,7 @@ def create_device(role: str, vendor: str, *, name: str, port: str | None = None,
 # --- built-in vendors -------------------------------------------------------------------------
 for _role, _vendor, _target in (
     ("pump", "teledyne_ssi", "flow_reactor.drivers.teledyne_ssi:SSIPump"),
+    ("pump", "new_era", "flow_reactor.drivers.new_era:NewEraSyringePump"),
     ("thermostat", "huber_pb", "flow_reactor.drivers.huber_pb:HuberPBThermostat"),
 ):
     register(_role, _vendor, _target)

@@ -10,7 +10,7 @@ from flow_reactor.drivers.huber_pb import (HuberFault, HuberPBThermostat, decode
                                            pb_command)
 from flow_reactor.roles import Thermostat
 from flow_reactor.transport import SerialTransport
-from fr_driver_testkit import ScriptedTransport
+from sim.emulators.scripted import ScriptedTransport
 from sim.emulators.huber_thermostat import HuberThermostatEmulator
 from sim.emulators.loopback import LoopbackTransport
 from sim.pty_host import PtyHost

@@ -8,7 +8,7 @@ from aichemist.errors import (CommunicationTimeout, DeviceIdentityError, LimitEr
 from flow_reactor.drivers.teledyne_ssi import SSIPump, SSIPumpFault
 from flow_reactor.roles import Pump
 from flow_reactor.transport import SerialTransport
-from fr_driver_testkit import ScriptedTransport
+from sim.emulators.scripted import ScriptedTransport
 from sim.emulators.loopback import LoopbackTransport
 from sim.emulators.ssi_pump import SSIPumpEmulator
 from sim.pty_host import PtyHost

@@ -1,4 +1,6 @@
-"""Test helpers for the flow reactor drivers: a scripted transport and a pty fixture builder."""
+"""A scripted transport: canned device replies for byte-level driver tests (a test double shipped
+with the twin, like the emulators). Each ``write`` queues the next canned reply (or the reply mapped
+to exactly those bytes); everything written is recorded; a missing reply is a CommunicationTimeout."""
 
 from __future__ import annotations
 
