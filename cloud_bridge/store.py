@@ -602,3 +602,12 @@ def delete_inventory_item(db: Database, who: Principal, item_id: str, *, clock: 
             raise NotFoundError(f"no inventory item {item_id}")
         _audit(s, key_id=who.key_id, lab=who.lab, action="inventory.delete", target=item_id, outcome="ok",
                client=client, clock=clock)
+
+
+def expire_lease(db: Database, task_id: str, owner: str, *, clock: Clock | None = None) -> bool:
+    """End our lease now (clean shutdown after the goal was sent): a successor resumes at once."""
+    clock = clock or EpochClock()
+    with db.write() as s:
+        return bool(s.execute(update(Task).where(_held(task_id, owner))
+                              .values(lease_expires_at=clock.now() - 1e-3, updated_at=clock.now())
+                              .execution_options(synchronize_session=False)).rowcount)
