@@ -18,6 +18,7 @@ caps and liquids that contrast with it (a clear solvent or a white cap would nee
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -28,7 +29,7 @@ from pydantic import Field
 from aichemist.params import Params
 from perception.camera import CameraIntrinsics
 from perception.errors import ImageQualityError, UntrustworthyEstimate
-from perception.fiducials import FiducialDetection, FiducialDetector, to_rgb_float
+from perception.fiducials import FiducialDetection, FiducialDetector, FiducialParams, to_rgb_float
 from perception.geometry import invert
 from perception.rack import RackGeometry
 
@@ -79,7 +80,10 @@ class RackInspector:
                  detector: Optional[FiducialDetector] = None) -> None:
         self.geometry = geometry
         self.params = params or InspectionParams()
-        self.detector = detector or FiducialDetector()
+        # the rack's pose only places the sampling windows (mm matter little): accept more blur
+        self.detector = detector or FiducialDetector(FiducialParams(marker_side_m=geometry.marker_side_m,
+                                                                    max_blur_sigma_px=2.0,
+                                                                    max_blur_cell_fraction=0.5))
 
     def inspect(self, image: np.ndarray, intrinsics: CameraIntrinsics) -> RackInspection:
         """Locate the rack by its tag, then inspect every slot. Raises PerceptionError subtypes."""
@@ -172,12 +176,16 @@ class RackInspector:
             pts = (front[None, None, :] + across[None, :, None] * v[None, None, :]
                    + z[:, None, None] * np.array([0.0, 0.0, 1.0]))
             cols = _sample(rgb, self._project(intrinsics, rack_in_camera, pts.reshape(-1, 3))).reshape(n, len(across), 3)
-            profile = np.nanmedian(cols, axis=1)
+            with warnings.catch_warnings():  # all-NaN rows (outside the image) are refused just below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                profile = np.nanmedian(cols, axis=1)
             # backdrop just above the slot (never hidden by a vial seen from the front)
             bz = top_z + np.linspace(0.004, 0.012, 5)
             bpts = np.array([[axis[0] + dx, g.backdrop_y_m - 1e-4, zz] for zz in bz
                              for dx in np.linspace(-0.6, 0.6, 5) * g.vial_radius_m])
-            backdrop = np.nanmedian(_sample(rgb, self._project(intrinsics, rack_in_camera, bpts)), axis=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                backdrop = np.nanmedian(_sample(rgb, self._project(intrinsics, rack_in_camera, bpts)), axis=0)
             if not np.all(np.isfinite(profile)) or not np.all(np.isfinite(backdrop)):
                 raise UntrustworthyEstimate(f"rack {g.name}: slot {i + 1} is not fully inside the image")
             if backdrop.mean() < p.min_backdrop_level:
