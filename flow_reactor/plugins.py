@@ -82,5 +82,7 @@ for _role, _vendor, _target in (
     ("pump", "teledyne_ssi", "flow_reactor.drivers.teledyne_ssi:SSIPump"),
     ("pump", "new_era", "flow_reactor.drivers.new_era:NewEraSyringePump"),
     ("thermostat", "huber_pb", "flow_reactor.drivers.huber_pb:HuberPBThermostat"),
+    ("valve", "vici_universal", "flow_reactor.drivers.vici_valco:ViciUniversalActuator"),
+    ("pressure_sensor", "keller_series30", "flow_reactor.drivers.keller:KellerPressureTransmitter"),
 ):
     register(_role, _vendor, _target)
