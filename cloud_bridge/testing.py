@@ -41,3 +41,77 @@ class Keys:
 
 def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
+
+
+# --- PostgreSQL for tests and benchmarks ------------------------------------------------------
+PG_ENV = "AICHEMIST_TEST_PG_URL"
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def pg_admin_url() -> str:
+    import os
+
+    return os.environ.get(PG_ENV, PG_DEFAULT)
+
+
+def pg_unavailable_reason() -> str | None:
+    """None when the test PostgreSQL answers; otherwise why not (used as the skip reason)."""
+    import socket
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(pg_admin_url())
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=1.0):
+            pass
+    except OSError as exc:
+        return f"PostgreSQL not reachable at {url.host}:{url.port or 5432} ({exc})"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        return f"PostgreSQL at {url.host}:{url.port or 5432} refused the test login ({type(exc).__name__}: {exc})"
+    finally:
+        engine.dispose()
+    return None
+
+
+def create_pg_database(name: str) -> str:
+    """Create (or re-create) a throwaway database; returns its URL."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(pg_admin_url())
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        engine.dispose()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(name: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(pg_admin_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        engine.dispose()
+
+
+def reset_pg_schema(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        engine.dispose()

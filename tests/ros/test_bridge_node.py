@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from cloud_bridge import store
+from cloud_bridge import store, testing
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.db import Database
 from cloud_bridge.models import Task
@@ -71,10 +71,30 @@ class Procs:
                 p.wait(timeout=5)
 
 
+_PG_REASON = testing.pg_unavailable_reason()
+BOTH_BACKENDS = pytest.mark.parametrize("backend", [
+    "sqlite",
+    pytest.param("postgres", marks=[pytest.mark.postgres,
+                                    pytest.mark.skipif(_PG_REASON is not None, reason=str(_PG_REASON))]),
+], indirect=True)
+
+
 @pytest.fixture
-def env(tmp_path):
+def backend(request, tmp_path):
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bridge.db'}"
+        return
+    name = f"aichemist_test_{os.getpid()}_ros"
+    url = testing.create_pg_database(name)
+    yield url
+    testing.drop_pg_database(name)
+
+
+@pytest.fixture
+def env(tmp_path, backend):
     procs = Procs(tmp_path)
-    db_url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    db_url = backend
     db = Database(db_url)
     db.upgrade()
     _, who = store.create_key(db, lab="lab1", scopes=["submit", "read", "approve"], kind="human")
@@ -129,6 +149,7 @@ def test_task_runs_once_with_progress_result_and_lab_status(env):
     assert "/bridge_a" in status["nodes"]
 
 
+@BOTH_BACKENDS
 def test_bridge_killed_mid_task_is_taken_over_and_the_task_runs_once(env):
     procs, db, db_url, who, tmp = env
     start_planner(procs, tmp, duration_s=4.0)
@@ -187,6 +208,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@BOTH_BACKENDS
 def test_api_server_killed_mid_task_loses_nothing(env):
     from cloud_bridge.client import BridgeClient
 

@@ -1,16 +1,42 @@
+"""Fixtures of the bridge's unit tests. Every database test runs on SQLite and, when the server
+on 127.0.0.1:5432 answers, on PostgreSQL (a throwaway database per test run, dropped after)."""
+
 from __future__ import annotations
+
+import os
 
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud_bridge.testing import Keys
+from cloud_bridge import testing
 from cloud_bridge.api import create_app
 from cloud_bridge.config import ApprovalPolicy, BridgeSettings
+from cloud_bridge.testing import Keys
+
+_PG_REASON = testing.pg_unavailable_reason()
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=[pytest.mark.postgres,
+                                    pytest.mark.skipif(_PG_REASON is not None, reason=str(_PG_REASON))]),
+]
 
 
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'bridge.db'}"
+@pytest.fixture(scope="session")
+def pg_database_url():
+    name = f"aichemist_test_{os.getpid()}"
+    url = testing.create_pg_database(name)
+    yield url
+    testing.drop_pg_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bridge.db'}"
+        return
+    url = request.getfixturevalue("pg_database_url")
+    yield url
+    testing.reset_pg_schema(url)
 
 
 @pytest.fixture
@@ -40,4 +66,3 @@ def client(app):
 @pytest.fixture
 def keys(db) -> Keys:
     return Keys(db)
-

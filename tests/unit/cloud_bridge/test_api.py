@@ -192,10 +192,10 @@ def test_no_secret_in_any_log_line(client, keys, caplog):
         assert key.split("_", 2)[2] not in text
 
 
-def test_health_ready_me_and_openapi_examples(client, keys):
+def test_health_ready_me_and_openapi_examples(client, keys, db_url):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["database"] == "sqlite"
+    assert ready.status_code == 200 and ready.json()["database"] == ("sqlite" if db_url.startswith("sqlite") else "postgresql")
     me = client.get("/v1/me", headers=auth(keys.model)).json()
     assert me["kind"] == "model_service" and me["scopes"] == ["read", "submit"] and me["lab"] == "lab1"
     spec = client.get("/openapi.json").json()

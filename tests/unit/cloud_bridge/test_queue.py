@@ -14,8 +14,8 @@ from cloud_bridge.testing import TASK, FakeClock, task
 
 
 @pytest.fixture
-def qdb(tmp_path):
-    d = Database(f"sqlite:///{tmp_path / 'q.db'}")
+def qdb(db_url):
+    d = Database(db_url)
     d.upgrade()
     yield d
     d.dispose()
