@@ -143,3 +143,42 @@ class FlowReactorParams(Params):
 
     def devices(self) -> dict[str, DeviceParams]:
         return {name: getattr(self, name) for name in DEVICE_ROLES}
+
+
+def load_params_file(path: str, node_name: str = "flow_reactor_node") -> FlowReactorParams:
+    """Read a ROS 2 params file (``<node>: ros__parameters: ...``) into ``FlowReactorParams``.
+
+    The same file the node is started with, so in-process tests and benchmarks use exactly the
+    node's configuration. Dict-valued fields travel as JSON text in ROS params; they are decoded
+    here as the node's parameter loader does.
+    """
+    import json
+
+    import yaml
+
+    from aichemist.errors import ConfigurationError
+    from aichemist.params import validate_config
+
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    section = doc.get(node_name) or doc.get("/**") or {}
+    values = dict(section.get("ros__parameters") or {})
+
+    def decode(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: decode(v) for k, v in node.items()}
+        return node
+
+    values = decode(values)
+    for dev in DEVICE_ROLES:
+        options = (values.get(dev) or {}).get("options")
+        if isinstance(options, str):
+            try:
+                values[dev]["options"] = json.loads(options) if options.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ConfigurationError(f"{path}: {dev}.options is not valid JSON ({exc})",
+                                         problems=[{"field": f"{dev}.options", "value": options}]) from None
+    analytics = values.get("analytics") or {}
+    if isinstance(analytics.get("absorptivity_l_mol_cm"), str):
+        analytics["absorptivity_l_mol_cm"] = json.loads(analytics["absorptivity_l_mol_cm"])
+    return validate_config(FlowReactorParams, values, what=f"flow reactor params ({path})")

@@ -93,3 +93,71 @@ class LabTwin:
     def advance(self, seconds: float) -> None:
         """Advance simulated time by ``seconds`` (in steps of at most the clock's max step)."""
         self.clock.sleep(seconds)
+
+
+# --- parameters of a hosted twin (twin_node) ----------------------------------------------
+from pydantic import Field  # noqa: E402
+
+from aichemist.params import Params  # noqa: E402
+
+
+def default_twin_dir() -> str:
+    import os
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"aichemist-twin-{os.getuid()}")
+
+
+class TwinParams(Params):
+    twin_dir: str = Field("", description="directory of the emulators' pty symlinks "
+                                          "(empty: /tmp/aichemist-twin-<uid>)")
+    real_time_factor: float = Field(20.0, gt=0.0, le=1000.0, description="simulated s per wall s")
+    max_step_s: float = Field(0.05, gt=0.0, le=1.0, description="largest physics step")
+    clock_rate_hz: float = Field(50.0, gt=0.0, le=1000.0, description="/clock publication rate (wall)")
+    subsystems: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin",
+                                  "params": {}}],
+        description="[{name, plugin: 'module:factory', params: {...}}]")
+
+
+class RealTimeRunner:
+    """Advances a ``LabTwin`` against the wall clock at ``real_time_factor`` (twin_node's loop).
+
+    ``on_tick(sim_time_s)`` is called after every advance (the node publishes /clock there).
+    Pure threading; the wall clock is injected for tests."""
+
+    def __init__(self, twin: LabTwin, real_time_factor: float, tick_s: float,
+                 on_tick: Any = None, wall: Any = None) -> None:
+        import time as _time
+
+        self.twin = twin
+        self.real_time_factor = real_time_factor
+        self.tick_s = tick_s
+        self.on_tick = on_tick
+        self._wall = wall or _time.monotonic
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lag_s = 0.0
+
+    def start(self) -> "RealTimeRunner":
+        self._thread = threading.Thread(target=self._loop, name="twin-runner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _loop(self) -> None:
+        wall0, sim0 = self._wall(), self.twin.now()
+        while not self._stop.is_set():
+            target = sim0 + (self._wall() - wall0) * self.real_time_factor
+            behind = target - self.twin.now()
+            if behind > 0:
+                # never more than 1 s of simulated time per tick: a stalled host catches up gently
+                self.twin.advance(min(behind, max(1.0, self.real_time_factor * self.tick_s)))
+            self.lag_s = max(0.0, target - self.twin.now())
+            if self.on_tick is not None:
+                self.on_tick(self.twin.now())
+            self._stop.wait(self.tick_s)

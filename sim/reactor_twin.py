@@ -356,3 +356,49 @@ class FlowReactorTwin:
 
     def clear_faults(self) -> None:
         self.physics.clear_faults()
+
+
+#: Emulator per device of the standard rig (import path, keyword arguments).
+DEFAULT_EMULATORS: dict[str, dict[str, Any]] = {
+    "pump_dfnb": {"class": "sim.emulators.ssi_pump:SSIPumpEmulator", "kwargs": {}},
+    "pump_pyrrolidine": {"class": "sim.emulators.ssi_pump:SSIPumpEmulator", "kwargs": {}},
+    "pump_ethanol": {"class": "sim.emulators.ssi_pump:SSIPumpEmulator", "kwargs": {}},
+    "thermostat": {"class": "sim.emulators.huber_thermostat:HuberThermostatEmulator", "kwargs": {}},
+}
+
+
+def _import(target: str) -> Any:
+    import importlib
+
+    module_name, attr = target.split(":", 1)
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_flow_reactor_twin(emulators: Mapping[str, Mapping[str, Any]] | None = None,
+                            reactor: Mapping[str, Any] | None = None,
+                            roles: Mapping[str, str | None] | None = None,
+                            collect_positions: Mapping[int | str, str] | None = None,
+                            seed: int = 0) -> FlowReactorTwin:
+    """Twin subsystem factory (``sim.lab_twin`` plugin ``sim.reactor_twin:build_flow_reactor_twin``).
+
+    ``emulators``: device name -> {"class": "module:Class", "kwargs": {...}} (defaults:
+    ``DEFAULT_EMULATORS``); ``reactor``: ``ReactorTwinConfig`` fields; ``roles``: which device is
+    the thermostat, valve, pressure sensor, detector, chromatograph.
+    """
+    specs = dict(DEFAULT_EMULATORS if emulators is None else emulators)
+    built = {}
+    for i, (name, spec) in enumerate(specs.items()):
+        cls = _import(spec["class"])
+        kwargs = dict(spec.get("kwargs") or {})
+        kwargs.setdefault("seed", seed + i)
+        built[name] = cls(name, **kwargs)
+    cfg_kw = dict(reactor or {})
+    if "feeds" in cfg_kw:
+        cfg_kw["feeds"] = {k: dict(v) for k, v in cfg_kw["feeds"].items()}
+    config = ReactorTwinConfig(**cfg_kw)
+    role_names = {"thermostat": "thermostat", "valve": "valve_collect", "pressure_sensor": "pressure_sensor",
+                  "detector": "detector", "chromatograph": "chromatograph"}
+    role_names.update(roles or {})
+    picked = {role: (name if name in built else None) for role, name in role_names.items()}
+    positions = {int(k): v for k, v in collect_positions.items()} if collect_positions else None
+    return FlowReactorTwin(built, config=config, collect_positions=positions, **picked)

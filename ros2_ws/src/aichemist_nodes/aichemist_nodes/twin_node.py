@@ -1,0 +1,64 @@
+"""twin_node: hosts the digital twin in one process.
+
+- builds ``sim.lab_twin.LabTwin`` from the subsystem plugins in its params (the flow reactor twin
+  by default: reactor physics + the device emulators);
+- serves every device emulator on a pseudo-terminal with a stable symlink
+  ``<twin_dir>/<device_name>`` (``sim.pty_host.PtyHost``): drivers open it like a serial port;
+- advances simulated time at ``real_time_factor`` and publishes it on /clock, so nodes started
+  with ``use_sim_time: true`` wait on the twin's time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock as ClockMsg
+
+from aichemist_nodes.node_base import declare_params, load_params, spin_node
+from sim.lab_twin import LabTwin, RealTimeRunner, TwinParams, default_twin_dir
+from sim.pty_host import PtyHost
+
+
+class TwinNode(Node):
+    def __init__(self) -> None:
+        super().__init__("twin_node")
+        declare_params(self, TwinParams)
+        self.params = load_params(self, TwinParams)
+        self.twin_dir = self.params.twin_dir or default_twin_dir()
+        os.makedirs(self.twin_dir, exist_ok=True)
+        self.twin = LabTwin.from_config(self.params.subsystems, max_step_s=self.params.max_step_s)
+        self.hosts = []
+        for name, emulator in self.twin.emulators.items():
+            host = PtyHost(emulator, os.path.join(self.twin_dir, name)).start()
+            self.hosts.append(host)
+            self.get_logger().info(f"{name}: {type(emulator).__name__} on {host.link_path}")
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock",
+                                                QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.runner = RealTimeRunner(self.twin, self.params.real_time_factor,
+                                     1.0 / self.params.clock_rate_hz, on_tick=self._publish_clock).start()
+        self.get_logger().info(f"twin running at {self.params.real_time_factor:g}x real time, "
+                               f"ports in {self.twin_dir}")
+
+    def _publish_clock(self, sim_time_s: float) -> None:
+        msg = ClockMsg()
+        ns = int(round(sim_time_s * 1e9))
+        msg.clock.sec, msg.clock.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+        try:
+            self._clock_pub.publish(msg)
+        except Exception:  # shutting down
+            pass
+
+    def on_process_exit(self) -> None:
+        self.runner.stop()
+        for host in self.hosts:
+            host.stop()
+
+
+def main(args=None) -> int:  # noqa: ANN001
+    return spin_node(TwinNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
