@@ -401,8 +401,6 @@ def create_app(database_url: str, settings: BridgeSettings | None = None, *, mig
         if task_id is not None:
             view = await run_in_threadpool(store.get_task, db, who, task_id)
             yield {"event": "snapshot", "data": json.dumps(view)}
-            if view["status"] in TERMINAL_STATES and after == 0:
-                return
         while True:
             events = await run_in_threadpool(store.events_since, db, who.lab, last, task_id=task_id)
             for ev in events:
@@ -410,6 +408,10 @@ def create_app(database_url: str, settings: BridgeSettings | None = None, *, mig
                 yield {"id": str(ev["id"]), "event": ev["type"], "data": json.dumps(ev)}
                 if task_id is not None and ev["type"] == "finished":
                     return
+            if task_id is not None and not events:
+                view = await run_in_threadpool(store.get_task, db, who, task_id)
+                if view["status"] in TERMINAL_STATES:
+                    return  # ended before the events asked for (resumed after its end)
             if await request.is_disconnected():
                 return
             await asyncio.sleep(settings.sse_poll_s)
