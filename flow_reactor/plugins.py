@@ -84,5 +84,6 @@ for _role, _vendor, _target in (
     ("thermostat", "huber_pb", "flow_reactor.drivers.huber_pb:HuberPBThermostat"),
     ("valve", "vici_universal", "flow_reactor.drivers.vici_valco:ViciUniversalActuator"),
     ("pressure_sensor", "keller_series30", "flow_reactor.drivers.keller:KellerPressureTransmitter"),
+    ("detector", "ocean_obp", "flow_reactor.drivers.ocean_obp:OceanOBPDetector"),
 ):
     register(_role, _vendor, _target)
