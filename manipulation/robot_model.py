@@ -226,6 +226,18 @@ class RobotModel:
         return bool(self._pin.computeCollisions(self.model, self.data, self.geom_model, self.geom_data,
                                                 self.full_q(q_arm, finger_opening_m), True))
 
+    def min_distance(self, q_arm: Sequence[float], finger_opening_m: float | None = None) -> float:
+        """Smallest distance (m) over the active pairs; negative when penetrating."""
+        pin = self._pin
+        self.checks += 1
+        if not self.geom_model.collisionPairs:
+            return math.inf
+        k = pin.computeDistances(self.model, self.data, self.geom_model, self.geom_data,
+                                 self.full_q(q_arm, finger_opening_m))
+        if k >= len(self.geom_data.distanceResults):
+            return math.inf
+        return float(self.geom_data.distanceResults[k].min_distance)
+
     def colliding_pairs(self, q_arm: Sequence[float], finger_opening_m: float | None = None) -> list[tuple[str, str]]:
         pin = self._pin
         pin.computeCollisions(self.model, self.data, self.geom_model, self.geom_data,

@@ -55,7 +55,7 @@ class RobotSpec:
     joint_speed_rad_s: tuple[float, ...] = (UR5E_MAX_JOINT_SPEED_RAD_S,) * 6
     joint_accel_rad_s2: tuple[float, ...] = (4.0,) * 6   # conservative lab setting
     # arm folded over the base for driving; "ready" looks at the bench in front
-    stow_q: tuple[float, ...] = (0.0, -2.6, 2.4, -1.37, -PI / 2, 0.0)
+    stow_q: tuple[float, ...] = (0.83, -2.36, 1.0, -0.21, -PI / 2, -0.74)
     ready_q: tuple[float, ...] = (-0.59, -1.86, 0.88, -0.59, -PI / 2, -2.16)
     link_radius_m: tuple[float, ...] = (0.065, 0.060, 0.050, 0.045, 0.045, 0.040)
 
