@@ -66,6 +66,8 @@ def create_device(role: str, vendor: str, *, name: str, port: str | None = None,
     overrides the documented default.
     """
     cls = driver_class(role, vendor)
+    if hasattr(cls, "from_components"):  # an instrument assembled from several devices
+        return cls.from_components(name, **options)
     if transport is None:
         if not port:
             raise ConfigurationError(f"{name}: a port (or a transport) is required",
@@ -83,7 +85,9 @@ for _role, _vendor, _target in (
     ("pump", "new_era", "flow_reactor.drivers.new_era:NewEraSyringePump"),
     ("thermostat", "huber_pb", "flow_reactor.drivers.huber_pb:HuberPBThermostat"),
     ("valve", "vici_universal", "flow_reactor.drivers.vici_valco:ViciUniversalActuator"),
+    ("valve", "vici_two_position", "flow_reactor.drivers.vici_valco:ViciTwoPositionValve"),
     ("pressure_sensor", "keller_series30", "flow_reactor.drivers.keller:KellerPressureTransmitter"),
     ("detector", "ocean_obp", "flow_reactor.drivers.ocean_obp:OceanOBPDetector"),
+    ("chromatograph", "online_hplc", "flow_reactor.drivers.online_hplc:OnlineHPLC"),
 ):
     register(_role, _vendor, _target)

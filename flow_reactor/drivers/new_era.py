@@ -177,6 +177,12 @@ class NewEraSyringePump:
     def is_running(self) -> bool:
         return self.read_status() in ("I", "W", "X")
 
+    def set_direction(self, direction: str) -> None:
+        """``INF`` (infuse) or ``WDR`` (withdraw)."""
+        if direction not in ("INF", "WDR"):
+            raise ValueError(f"{self.name}: direction must be 'INF' or 'WDR', got {direction!r}")
+        self._command(f"DIR {direction}")
+
     def read_dispensed_ml(self) -> tuple[float, float]:
         """(infused, withdrawn) volume in mL since the last clear."""
         _, data = self._command("DIS")

@@ -152,3 +152,60 @@ class ViciUniversalActuator:
 
     def __repr__(self) -> str:
         return f"ViciUniversalActuator({self.name!r}, positions={self._num_positions}, port={self.transport.port!r})"
+
+
+class ViciTwoPositionValve(ViciUniversalActuator):
+    """A VICI universal actuator in a two-position mode (AM1 with stops / AM2), e.g. a Cheminert
+    injection valve: position A (= 1, "load") and B (= 2, "inject"). ``GOA`` / ``GOB`` move,
+    ``CP`` answers ``CPA`` / ``CPB`` (same manual, two-position examples)."""
+
+    LETTERS = {1: "A", 2: "B"}
+
+    def __init__(self, name: str, transport: Transport, **kw) -> None:
+        kw.pop("num_positions", None)
+        super().__init__(name, transport, num_positions=2, **kw)
+
+    def connect(self) -> None:
+        try:
+            mode = self._query_int("AM", "AM")
+        except DeviceError as exc:
+            if isinstance(exc, CommunicationTimeout):
+                raise
+            raise self._driver._identity_mismatch("a VICI universal actuator answering 'AMn'",
+                                                  str(exc.details.get("got", exc))) from exc
+        if mode not in (1, 2):
+            raise self._driver._identity_mismatch("a two-position actuator (AM1 or AM2)", f"AM{mode}")
+        self._send("IFM0")
+        self._driver.connected = True
+
+    def identify(self) -> str:
+        return f"VICI universal actuator, mode {self._query_int('AM', 'AM')}, two positions"
+
+    def switch_to(self, position: int) -> None:
+        if isinstance(position, bool) or not isinstance(position, int):
+            check_range(self.name, "position", float("nan"), 1, 2)
+        check_range(self.name, "position", position, 1, 2)
+        self._send(f"GO{self.LETTERS[position]}")
+        deadline = self.clock.now() + self.move_timeout_s
+        while True:
+            reported = self.position()
+            if reported == position:
+                return
+            if self.clock.now() >= deadline:
+                raise ValvePositionError(
+                    f"{self.name}: position {self.LETTERS[position]} not confirmed within "
+                    f"{self.move_timeout_s:g} s (actuator reports {self.LETTERS.get(reported, reported)})",
+                    device=self.name, commanded=position, reported=reported)
+            self.clock.sleep(self.poll_s)
+
+    def position(self) -> int:
+        value = self._query("CP", "CP")
+        if value not in ("A", "B"):
+            raise self._driver._protocol_error("'CPA' or 'CPB' in reply to 'CP'", value)
+        return 1 if value == "A" else 2
+
+    def load(self) -> None:
+        self.switch_to(1)
+
+    def inject(self) -> None:
+        self.switch_to(2)

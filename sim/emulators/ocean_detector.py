@@ -72,6 +72,7 @@ class OceanDetectorEmulator(EmulatorBase):
         self.scans_to_average = 1
         self.lamp_on = True
         self.concentrations_m: dict[str, float] = {s: 0.0 for s in SPECIES_BANDS}
+        self.baseline_au = 0.0  # flat offset (e.g. baseline drift of a chromatographic run)
         self._eps = {s: molar_absorptivity_l_mol_cm(s, self.wavelengths_nm) for s in SPECIES_BANDS}
         # deuterium-halogen source through the optics: broad, never dark in 220-550 nm
         wl = self.wavelengths_nm
@@ -94,7 +95,7 @@ class OceanDetectorEmulator(EmulatorBase):
         a = np.zeros(self.num_pixels)
         for species, c in self.concentrations_m.items():
             a += self._eps[species] * c
-        return a * self.effective_path_cm
+        return a * self.effective_path_cm + self.baseline_au
 
     def raw_counts(self) -> np.ndarray:
         scale = self.integration_time_us / 10_000.0

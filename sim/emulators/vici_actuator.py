@@ -7,6 +7,10 @@ Interface": CR-terminated commands, optionally prefixed with the device ID; ``AM
 new position), ``IFMn`` response mode, ``IDx`` sets the device ID. Unknown commands are ignored
 (no answer) as on the device.
 
+Two-position modes (``mode`` 1 or 2, e.g. a Cheminert injection valve): positions are A and B
+(``position`` 1 and 2 here); ``GOA`` / ``GOB`` / ``CW`` (to A) / ``CC`` (to B) / ``TO`` (toggle)
+move, ``CP`` answers ``CPA`` or ``CPB``.
+
 Physics: a move takes ``move_time_per_position_s`` per position passed (simulated time, advanced by
 ``step``); ``0`` moves at once. ``position`` is the port the common outlet is connected to now.
 
@@ -27,12 +31,12 @@ class ViciActuatorEmulator(EmulatorBase):
 
     def __init__(self, name: str = "vici", *, num_positions: int = 6, position: int = 1,
                  move_time_per_position_s: float = 0.0, firmware: str = "UA Main PCB 1.07",
-                 device_id: str = "", seed: int = 0) -> None:
+                 device_id: str = "", mode: int = 3, seed: int = 0) -> None:
         super().__init__(name, seed=seed)
-        self.num_positions = num_positions
+        self.mode = mode
+        self.num_positions = num_positions if mode == 3 else 2
         self.position = position
         self.target = position
-        self.mode = 3
         self.interface_mode = 1
         self.move_time_per_position_s = move_time_per_position_s
         self.firmware = firmware
@@ -74,6 +78,10 @@ class ViciActuatorEmulator(EmulatorBase):
         return f"{self.device_id}{reply}\r".encode("ascii")
 
     def _answer(self, cmd: str) -> str | None:
+        if self.mode in (1, 2):
+            two = self._answer_two_position(cmd)
+            if two is not False:
+                return two
         if cmd == "AM":
             return f"AM{self.mode}"
         if cmd == "NP":
@@ -101,7 +109,27 @@ class ViciActuatorEmulator(EmulatorBase):
             if 2 <= n <= 40 and n % 2 == 0:
                 self.num_positions = n
             return None
+        if m := re.fullmatch(r"AM([1-3])", cmd):
+            self.mode = int(m.group(1))
+            self.num_positions = self.num_positions if self.mode == 3 else 2
+            return None
         if m := re.fullmatch(r"ID([0-9A-Z])", cmd):
             self.device_id = m.group(1)
             return None
         return None
+
+    def _answer_two_position(self, cmd: str) -> str | None | bool:
+        """Commands that differ in the two-position modes; False: not one of them."""
+        letter = {1: "A", 2: "B"}
+        moves = {"GOA": 1, "GOB": 2, "CW": 1, "CC": 2, "TO": 3 - self.target}
+        if cmd == "CP":
+            return f"CP{letter[self.position]}"
+        if cmd == "GO":
+            cmd = "TO"
+            moves["TO"] = 3 - self.target
+        if cmd in moves:
+            self._start_move(moves[cmd])
+            return f"CP{letter[self.target]}" if self.interface_mode >= 1 else None
+        if re.fullmatch(r"(GO|CW|CC)\d{1,2}", cmd):
+            return None  # numbered positions do not exist in the two-position modes
+        return False

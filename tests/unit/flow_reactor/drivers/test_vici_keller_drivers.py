@@ -158,3 +158,24 @@ def test_keller_over_pty_with_garbled_reply(tmp_path):
             sensor.read_pressure_bar()
         assert sensor.read_pressure_bar() == pytest.approx(6.9, abs=1e-5)
         sensor.close()
+
+
+def test_vici_two_position_injection_valve():
+    from flow_reactor.drivers.vici_valco import ViciTwoPositionValve
+
+    t = ScriptedTransport([b"AM1\r"], answers={b"CP\r": b"CPB\r"})
+    inj = ViciTwoPositionValve("injector", t)
+    inj.connect()
+    inj.inject()
+    assert t.written == [b"AM\r", b"IFM0\r", b"GOB\r", b"CP\r"]
+    with pytest.raises(LimitError):
+        inj.switch_to(3)
+    emu = ViciActuatorEmulator(mode=1)
+    inj = ViciTwoPositionValve("injector", LoopbackTransport(emu))
+    inj.connect()
+    inj.inject()
+    assert emu.position == 2 and emu.feed(b"CP\r") == b"CPB\r"
+    inj.load()
+    assert emu.position == 1
+    with pytest.raises(DeviceIdentityError, match="two-position actuator"):
+        ViciTwoPositionValve("injector", LoopbackTransport(ViciActuatorEmulator(mode=3))).connect()
