@@ -76,18 +76,19 @@ class InterlockParams(Params):
     settle_s: float = Field(5.0, ge=0.0)
     temp_band_c: float = Field(3.0, gt=0.0)
     watchdog_s: float = Field(1.0, gt=0.0)
-    safe_temp_c: float = Field(25.0, description="thermostat setpoint in the safe state")
 
 
 class SteadyStateParams(Params):
     min_transit_factor: float = Field(1.0, ge=0.5, le=5.0,
                                       description="never steady before this many plug-flow transits")
-    window_residence_times: float = Field(0.3, gt=0.0, le=3.0, description="flatness window / tau")
+    window_residence_times: float = Field(0.5, gt=0.0, le=3.0, description="flatness window / tau")
     min_window_s: float = Field(10.0, gt=0.0)
     rel_tol: float = Field(0.01, gt=0.0, lt=1.0)
     abs_tol_au: float = Field(0.002, ge=0.0)
     max_residence_times: float = Field(8.0, gt=1.0, le=50.0, description="give up after this many tau")
     measure_s: float = Field(5.0, gt=0.0, description="averaging time of the measurement")
+    sample_interval_s: float = Field(0.5, gt=0.0, le=10.0, description="detector reading interval")
+    signal_band_nm: float = Field(10.0, ge=0.0, le=100.0, description="signal = mean absorbance +- this")
 
 
 class AnalyticsParams(Params):
@@ -145,7 +146,8 @@ class FlowReactorParams(Params):
         return {name: getattr(self, name) for name in DEVICE_ROLES}
 
 
-def load_params_file(path: str, node_name: str = "flow_reactor_node") -> FlowReactorParams:
+def load_params_file(path: str, node_name: str = "flow_reactor_node",
+                     substitutions: dict[str, str] | None = None) -> FlowReactorParams:
     """Read a ROS 2 params file (``<node>: ros__parameters: ...``) into ``FlowReactorParams``.
 
     The same file the node is started with, so in-process tests and benchmarks use exactly the
@@ -159,8 +161,13 @@ def load_params_file(path: str, node_name: str = "flow_reactor_node") -> FlowRea
     from aichemist.errors import ConfigurationError
     from aichemist.params import validate_config
 
+    import string
+
     with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+        text = f.read()
+    if substitutions:
+        text = string.Template(text).safe_substitute(substitutions)
+    doc = yaml.safe_load(text) or {}
     section = doc.get(node_name) or doc.get("/**") or {}
     values = dict(section.get("ros__parameters") or {})
 
@@ -170,6 +177,7 @@ def load_params_file(path: str, node_name: str = "flow_reactor_node") -> FlowRea
         return node
 
     values = decode(values)
+    values.pop("use_sim_time", None)  # a ROS parameter, not the core's
     for dev in DEVICE_ROLES:
         options = (values.get(dev) or {}).get("options")
         if isinstance(options, str):

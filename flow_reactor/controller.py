@@ -150,6 +150,7 @@ class FlowReactorController:
         self.state = ReactorState()
         self._setpoints = {name: 0.0 for name in PUMP_FIELDS}
         self._last_ok: dict[str, float] = {}
+        self._next_read: dict[str, float] = {}
         self._used_ml: dict[str, float] = {}
         self._cancel = threading.Event()
         self._run_lock = threading.Lock()
@@ -185,12 +186,7 @@ class FlowReactorController:
         for name in PUMP_FIELDS + ("thermostat",):
             dev = self.devices[name]
             try:
-                if name == "thermostat":
-                    try:
-                        dev.set_temp_c(self.params.interlocks.safe_temp_c)
-                    except AIChemistError:
-                        pass
-                dev.safe_state()
+                dev.safe_state()  # pumps: stop; thermostat: its safe setpoint, control off
             except Exception as exc:
                 failed.append(name)
                 log.error("safe state of %s failed: %r", name, exc)
@@ -355,6 +351,7 @@ class FlowReactorController:
         timings["heating"] = self._since_start()
         # equilibrating: reagents on, detect steady state on the detector signal
         self._set_phase("equilibrating")
+        self._last_ok["detector"] = self.clock.now()  # its watchdog runs from here on
         self._set_flows(plan.flows_ml_min)
         t0 = self.clock.now()
         tau_s = cond.residence_time_min * 60.0
@@ -368,7 +365,7 @@ class FlowReactorController:
         wavelength = p.analytics.steady_signal_wavelength_nm
 
         def steady(t: float) -> bool:
-            a = self._read_absorbance(wavelength)
+            a = self._read_signal(wavelength)
             if a is not None:
                 self.state.detector_absorbance = a
                 detector.update(t, a)
@@ -379,7 +376,7 @@ class FlowReactorController:
                     max_wait_s=criteria.max_wait_s)
             return detector.steady
 
-        self._wait(criteria.max_wait_s + 1.0, until=steady)
+        self._wait(criteria.max_wait_s + 1.0, until=steady, check_every_s=ss.sample_interval_s)
         self._time_to_steady_s = detector.steady_at_s - t0
         timings["steady_state"] = self._since_start()
         # measuring
@@ -515,14 +512,21 @@ class FlowReactorController:
         self.monitor.intent.valve_position = position
         self.state.valve_position = position
 
-    def _read_absorbance(self, wavelength_nm: float) -> float | None:
+    def _read_signal(self, wavelength_nm: float) -> float | None:
+        """Mean absorbance over +- ``signal_band_nm`` around ``wavelength_nm``: averaging the
+        band's pixels keeps shot noise well below the steady-state tolerance."""
+        band_nm = self.params.steady_state.signal_band_nm
         try:
-            a = float(self.detector.read_absorbance(wavelength_nm))
+            spectrum = self.detector.read_spectrum()
         except (CommunicationTimeout, DeviceError) as exc:
             log.debug("detector read failed: %s", exc)
             return None
         self._last_ok["detector"] = self.clock.now()
-        return a
+        wl = np.asarray(spectrum.wavelengths_nm)
+        band = np.abs(wl - wavelength_nm) <= band_nm
+        if not band.any():
+            return float(spectrum.at(wavelength_nm))
+        return float(np.mean(np.asarray(spectrum.absorbance_au)[band]))
 
     def _fed_concentrations(self, plan: FlowPlan) -> dict[str, float]:
         total = plan.total_flow_ml_min
@@ -540,27 +544,47 @@ class FlowReactorController:
         self._last_ok[name] = self.clock.now()
         return value
 
-    def sample(self) -> il.ReactorSample:
-        """Read every device once and update ``state``."""
+    #: seconds between readings of each quantity (0: every poll). The system pressure is read
+    #: every poll (over-pressure must stop the pumps within 100 ms); slower quantities less often,
+    #: which keeps the serial lines free.
+    SAMPLE_INTERVALS_S = {"pressure_sensor": 0.0, "pump_pressure": 0.1, "pump_running": 0.25,
+                          "thermostat": 0.5, "valve": 1.0}
+
+    def _due(self, key: str, t: float) -> bool:
+        if t + 1e-9 >= self._next_read.get(key, -math.inf):
+            self._next_read[key] = t + self.SAMPLE_INTERVALS_S[key]
+            return True
+        return False
+
+    def sample(self, full: bool = False) -> il.ReactorSample:
+        """Read the devices that are due (every device with ``full``) and update ``state``."""
         t = self.clock.now()
         s = il.ReactorSample(t_s=t)
-        p = self._guarded("pressure_sensor", self.pressure_sensor.read_pressure_bar)
-        if p is not None:
-            s.pressures_bar["pressure_sensor"] = float(p)
-        flows = {}
-        for name, pump in self.pumps.items():
-            running = self._guarded(name, pump.is_running)
-            if running is not None:
-                s.pumps_running[name] = bool(running)
-                flows[name] = self._setpoints[name] if running else 0.0
-            pp = self._guarded(name, pump.read_pressure_bar)
-            if pp is not None and pp == pp:
-                s.pressures_bar[name] = float(pp)
-        temp = self._guarded("thermostat", self.thermostat.read_temp_c)
-        if temp is not None:
-            s.temp_c = float(temp)
-            self.state.temp_c = float(temp)
-        if self.monitor.intent.valve_position is not None:
+        due = (lambda key: True) if full else (lambda key: self._due(key, t))  # noqa: E731
+        if due("pressure_sensor"):
+            p = self._guarded("pressure_sensor", self.pressure_sensor.read_pressure_bar)
+            if p is not None:
+                s.pressures_bar["pressure_sensor"] = float(p)
+                self.state.pressure_bar = float(p)
+        if due("pump_running"):
+            flows = {}
+            for name, pump in self.pumps.items():
+                running = self._guarded(name, pump.is_running)
+                if running is not None:
+                    s.pumps_running[name] = bool(running)
+                    flows[name] = self._setpoints[name] if running else 0.0
+            self.state.pump_flow_ml_min = flows
+        if due("pump_pressure"):
+            for name, pump in self.pumps.items():
+                pp = self._guarded(name, pump.read_pressure_bar)
+                if pp is not None and pp == pp:
+                    s.pressures_bar[name] = float(pp)
+        if due("thermostat"):
+            temp = self._guarded("thermostat", self.thermostat.read_temp_c)
+            if temp is not None:
+                s.temp_c = float(temp)
+                self.state.temp_c = float(temp)
+        if self.monitor.intent.valve_position is not None and due("valve"):
             pos = self._guarded("valve_collect", self.valve.position)
             if pos is not None:
                 s.valve_position = int(pos)
@@ -568,11 +592,6 @@ class FlowReactorController:
         s.last_ok_s = {name: self._last_ok.get(name, t) for name in DEVICE_ROLES
                        if name != "detector" or self.state.phase in ("equilibrating", "measuring")}
         self.state.t_s = t
-        if "pressure_sensor" in s.pressures_bar:
-            self.state.pressure_bar = s.pressures_bar["pressure_sensor"]
-        elif s.pressures_bar:
-            self.state.pressure_bar = max(s.pressures_bar.values())
-        self.state.pump_flow_ml_min = flows
         return s
 
     def _account(self, dt_s: float) -> None:
@@ -626,14 +645,18 @@ class FlowReactorController:
             log.warning("feedback callback failed: %r", exc)
 
 
-def create_devices(params: FlowReactorParams, transports: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def create_devices(params: FlowReactorParams, transports: Mapping[str, Any] | None = None,
+                   clock: Clock | None = None) -> dict[str, Any]:
     """Build every device driver from the params (role by field, vendor plugin, port).
 
     ``transports`` (device name -> transport) replaces the serial port of those devices (the
     in-process twin); everything else opens its port, so a missing port fails here, naming it.
-    Nothing is sent to any device.
+    Drivers that wait on their own (e.g. a valve confirming its move) get ``clock``. Nothing is
+    sent to any device.
     """
-    from .plugins import create_device
+    import inspect
+
+    from .plugins import create_device, driver_class
 
     transports = transports or {}
     devices: dict[str, Any] = {}
@@ -643,6 +666,8 @@ def create_devices(params: FlowReactorParams, transports: Mapping[str, Any] | No
             options = dict(dp.options)
             if dp.baudrate:
                 options["baudrate"] = dp.baudrate
+            if clock is not None and "clock" in inspect.signature(driver_class(role, dp.vendor)).parameters:
+                options["clock"] = clock
             devices[name] = create_device(role, dp.vendor, name=name, port=dp.port,
                                           transport=transports.get(name), **options)
     except Exception:

@@ -364,6 +364,9 @@ DEFAULT_EMULATORS: dict[str, dict[str, Any]] = {
     "pump_pyrrolidine": {"class": "sim.emulators.ssi_pump:SSIPumpEmulator", "kwargs": {}},
     "pump_ethanol": {"class": "sim.emulators.ssi_pump:SSIPumpEmulator", "kwargs": {}},
     "thermostat": {"class": "sim.emulators.huber_thermostat:HuberThermostatEmulator", "kwargs": {}},
+    "valve_collect": {"class": "sim.emulators.vici_actuator:ViciActuatorEmulator", "kwargs": {}},
+    "pressure_sensor": {"class": "sim.emulators.keller_transmitter:KellerTransmitterEmulator", "kwargs": {}},
+    "detector": {"class": "sim.emulators.ocean_detector:OceanDetectorEmulator", "kwargs": {}},
 }
 
 
