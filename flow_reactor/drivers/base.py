@@ -75,7 +75,23 @@ class SerialDriver:
             f"{self.name}: expected {expected} on {self.transport.port}, but the device identified as {got!r}",
             device=self.name, expected=expected, got=got, port=self.transport.port)
 
+    def drain_input(self, quiet_s: float = 0.05, max_bytes: int = 1 << 16) -> int:
+        """Read and drop whatever still arrives (the tail of a garbled frame) until the line has
+        been quiet for ``quiet_s``; returns the number of bytes dropped."""
+        dropped = 0
+        while dropped < max_bytes:
+            try:
+                dropped += len(self.transport.read(1, quiet_s))
+            except CommunicationTimeout:
+                break
+            except Exception:  # a port that fails here fails again on the next exchange
+                break
+        return dropped
+
     def _protocol_error(self, expected: str, got: bytes | str) -> ProtocolError:
+        """The error for an unparseable reply; drains the rest of the bad frame first so the next
+        exchange starts clean."""
+        self.drain_input()
         return ProtocolError(f"{self.name} ({self.vendor} {self.model}): expected {expected}, got {got!r}",
                              device=self.name, expected=expected, got=repr(got))
 
