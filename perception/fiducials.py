@@ -360,12 +360,16 @@ class FiducialDetector:
     # --- the one call most users need ----------------------------------------------------------
     def locate_marker(self, image: np.ndarray, intrinsics: CameraIntrinsics, marker_id: int) -> FiducialDetection:
         """The trusted pose of one tag id, or MarkerNotFound / UntrustworthyEstimate / ImageQualityError."""
-        dets = self.detect(image, intrinsics)
-        mine = [d for d in dets if d.marker_id == marker_id]
+        return self.select(self.detect(image, intrinsics), marker_id, image)
+
+    @staticmethod
+    def select(detections: list[FiducialDetection], marker_id: int, image: Optional[np.ndarray] = None
+               ) -> FiducialDetection:
+        """The one trusted detection of ``marker_id`` among ``detections`` (from ``detect``), else raise."""
+        mine = [d for d in detections if d.marker_id == marker_id]
         if not mine:
-            gray = to_gray(image)
-            blur = _global_blur_hint(gray)
-            seen = sorted({d.marker_id for d in dets})
+            seen = sorted({d.marker_id for d in detections})
+            blur = _global_blur_hint(to_gray(image)) if image is not None and not seen else ""
             why = f" (saw ids {seen})" if seen else (f" (image looks blurred: {blur})" if blur else "")
             raise MarkerNotFound(f"marker {marker_id} not found in the image{why}", marker_id=marker_id, seen=seen)
         if len(mine) > 1:

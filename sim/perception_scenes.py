@@ -188,3 +188,27 @@ class SceneBuilder:
         data = mujoco.MjData(model)
         mujoco.mj_forward(model, data)
         return Scene(model, data, dict(self._markers), dict(self._racks), list(getattr(self, "_camera_names", [])))
+
+
+# --- the twin's default perception scene -------------------------------------------------------
+DEMO_STATION_MARKER_ID = 3
+DEMO_STATION_MARKER_IN_WORLD = make_transform(np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]), [0.0, 0.6, 0.35])
+
+
+def demo_scene() -> Scene:
+    """A station tag (id 3) facing the robot at the world origin, a rack (tag 10) with known vials,
+    a wrist-height camera ``wrist`` looking at the station and a ``rack_station_camera`` at the rack.
+    The world frame stands in for the robot's ``base_link``."""
+    builder = SceneBuilder()
+    builder.add_marker(DEMO_STATION_MARKER_ID, DEMO_STATION_MARKER_IN_WORLD)
+    rack = RackGeometry(slots=6)
+    rack_in_world = make_transform(np.eye(3), [0.5, 0.6, 0.012])
+    builder.add_rack(rack, rack_in_world, demo_vials())
+    builder.add_camera("wrist", view_from(DEMO_STATION_MARKER_IN_WORLD[:3, 3], 0.45, 8, 10))
+    builder.add_camera("rack_station_camera", view_from(rack_in_world[:3, 3] + [0.06, 0, 0.033], 0.42, 5, 20))
+    return builder.build()
+
+
+def demo_vials() -> list[VialTruth]:
+    return [VialTruth(True, True, 0.6), VialTruth(False), VialTruth(True, False, 0.0),
+            VialTruth(True, False, 0.3, (0.2, 0.6, 0.25, 0.9)), VialTruth(True, True, 0.85), VialTruth(False)]

@@ -1,0 +1,262 @@
+"""Perception node: services /perception/locate_station and /perception/inspect_rack.
+
+Thin adapter over perception/: it subscribes to each configured camera's sensor_msgs Image and
+CameraInfo (so the same node runs on a real camera driver's topics or on the twin's
+sim_camera_node), and to the camera's pose in the robot frame (geometry_msgs/PoseStamped on
+``pose_topic``, published by whoever knows the kinematics) or takes a static pose from its
+parameters. Each request waits for an image newer than the request (the robot may just have
+moved), runs the pure core and answers a typed result: code 0 with the pose, or code 31
+(PERCEPTION_FAILED) with MarkerNotFound / UntrustworthyEstimate / ImageQualityError /
+CameraUnavailable and a message saying why. Every located image's tags are published on
+/perception/detections (FiducialDetections) and every inspection on /perception/rack_inspection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import Field
+
+from aichemist.errors import ConfigurationError, ValidationError
+from aichemist.params import Params
+from perception.fiducials import FiducialParams
+from perception.inspection import InspectionParams
+from perception.rack import RackGeometry
+
+from aichemist_nodes.node_base import declare_params, load_params, set_error, spin_node
+
+
+class CameraSource(Params):
+    image_topic: str
+    camera_info_topic: str
+    pose_topic: str = Field("", description="PoseStamped of the optical frame in the robot frame; empty = static")
+    pose_xyz: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+    pose_rpy: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+class StationFiducial(Params):
+    marker_id: int = Field(ge=0, le=586)
+    marker_in_station_xyz: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+    marker_in_station_rpy: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+def _default_cameras() -> dict[str, dict]:
+    return {name: {"image_topic": f"/{name}/image_raw", "camera_info_topic": f"/{name}/camera_info",
+                   "pose_topic": f"/{name}/pose"} for name in ("wrist", "rack_station_camera")}
+
+
+class PerceptionNodeParams(Params):
+    default_camera: str = "wrist"
+    image_timeout_s: float = Field(3.0, gt=0.0, le=60.0, description="default wait for a fresh image")
+    # defaults as plain data: they become JSON ROS parameters, validated into the models on load
+    cameras: dict[str, CameraSource] = Field(default_factory=_default_cameras, validate_default=True)
+    stations: dict[str, StationFiducial] = Field(default_factory=lambda: {"demo": {"marker_id": 3}},
+                                                 validate_default=True)
+    racks: dict[str, RackGeometry] = Field(default_factory=lambda: {"rack": RackGeometry().model_dump()},
+                                           validate_default=True)
+    fiducials: FiducialParams = FiducialParams()
+    inspection: InspectionParams = InspectionParams()
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 RGB uint8 (or HxW mono8)."""
+    from perception.errors import ImageQualityError
+
+    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(msg.encoding)
+    if channels is None:
+        raise ImageQualityError(f"unsupported image encoding '{msg.encoding}'")
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if msg.height * msg.step > buf.size or msg.width * channels > msg.step:
+        raise ImageQualityError(f"image data of {buf.size} bytes does not fit {msg.width}x{msg.height} {msg.encoding}")
+    rows = buf[: msg.height * msg.step].reshape(msg.height, msg.step)[:, : msg.width * channels]
+    img = rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows.reshape(msg.height, msg.width)
+    if msg.encoding in ("bgr8", "bgra8"):
+        img = img[:, :, [2, 1, 0]]
+    elif msg.encoding == "rgba8":
+        img = img[:, :, :3]
+    return np.ascontiguousarray(img)
+
+
+def _pose_msg(transform: np.ndarray, frame_id: str, stamp: Any) -> Any:
+    from geometry_msgs.msg import PoseStamped
+
+    from perception.geometry import matrix_to_quat
+
+    ps = PoseStamped()
+    ps.header.frame_id, ps.header.stamp = frame_id, stamp
+    ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in transform[:3, 3])
+    q = matrix_to_quat(transform[:3, :3])
+    ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z, ps.pose.orientation.w = (float(v) for v in q)
+    return ps
+
+
+def _make_node():
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from aichemist_interfaces.msg import FiducialDetection, FiducialDetections, RackInspection, VialSlotState
+    from aichemist_interfaces.srv import InspectRack, LocateStation
+    from perception.camera import CameraIntrinsics
+    from perception.errors import CameraUnavailable
+    from perception.fiducials import FiducialDetector, StationLocation, locate_station
+    from perception.geometry import invert, make_transform, quat_to_matrix, rpy_to_matrix
+    from perception.inspection import RackInspector
+
+    class CameraState:
+        def __init__(self, name: str, source: CameraSource) -> None:
+            self.name, self.source = name, source
+            self.cond = threading.Condition()
+            self.image: Optional[Any] = None
+            self.image_rx = 0.0
+            self.info: Optional[Any] = None
+            self.pose: Optional[np.ndarray] = None
+            self.pose_frame = ""
+            if not source.pose_topic:
+                self.pose = make_transform(rpy_to_matrix(*source.pose_rpy), source.pose_xyz)
+
+    class PerceptionNode(Node):
+        def __init__(self) -> None:
+            super().__init__("perception_node")
+            declare_params(self, PerceptionNodeParams)
+            self.p = p = load_params(self, PerceptionNodeParams)
+            if p.default_camera not in p.cameras:
+                raise ConfigurationError(f"default_camera '{p.default_camera}' is not in cameras {sorted(p.cameras)}")
+            self.cams: dict[str, CameraState] = {}
+            sensors = ReentrantCallbackGroup()
+            for name, source in p.cameras.items():
+                cam = self.cams[name] = CameraState(name, source)
+                self.create_subscription(Image, source.image_topic, lambda m, c=cam: self._on_image(c, m),
+                                         qos_profile_sensor_data, callback_group=sensors)
+                self.create_subscription(CameraInfo, source.camera_info_topic, lambda m, c=cam: self._on_info(c, m),
+                                         qos_profile_sensor_data, callback_group=sensors)
+                if source.pose_topic:
+                    self.create_subscription(PoseStamped, source.pose_topic, lambda m, c=cam: self._on_pose(c, m),
+                                             10, callback_group=sensors)
+            # the detectors keep state: one service at a time
+            services = MutuallyExclusiveCallbackGroup()
+            self.detector = FiducialDetector(p.fiducials)
+            self.inspectors = {name: RackInspector(g, p.inspection) for name, g in p.racks.items()}
+            self.det_pub = self.create_publisher(FiducialDetections, "/perception/detections", 10)
+            self.rack_pub = self.create_publisher(RackInspection, "/perception/rack_inspection", 10)
+            self.create_service(LocateStation, "/perception/locate_station", self._locate, callback_group=services)
+            self.create_service(InspectRack, "/perception/inspect_rack", self._inspect, callback_group=services)
+            self.get_logger().info(f"cameras {sorted(p.cameras)}, stations {sorted(p.stations)}, racks {sorted(p.racks)}")
+
+        # --- sensor callbacks --------------------------------------------------------------
+        def _on_image(self, cam: CameraState, msg: Any) -> None:
+            with cam.cond:
+                cam.image, cam.image_rx = msg, time.monotonic()
+                cam.cond.notify_all()
+
+        def _on_info(self, cam: CameraState, msg: Any) -> None:
+            cam.info = msg
+
+        def _on_pose(self, cam: CameraState, msg: Any) -> None:
+            o, q = msg.pose.position, msg.pose.orientation
+            cam.pose = make_transform(quat_to_matrix([q.x, q.y, q.z, q.w]), [o.x, o.y, o.z])
+            cam.pose_frame = msg.header.frame_id
+
+        # --- helpers -----------------------------------------------------------------------
+        def _fresh_frame(self, camera: str, timeout_s: float) -> tuple[CameraState, Any, np.ndarray, CameraIntrinsics]:
+            name = camera or self.p.default_camera
+            cam = self.cams.get(name)
+            if cam is None:
+                raise CameraUnavailable(f"camera '{name}' is not configured (cameras: {sorted(self.cams)})", camera=name)
+            timeout = timeout_s if timeout_s > 0 else self.p.image_timeout_s
+            asked = time.monotonic()
+            with cam.cond:
+                if not cam.cond.wait_for(lambda: cam.image is not None and cam.image_rx > asked, timeout=timeout):
+                    raise CameraUnavailable(f"no image from camera '{name}' on {cam.source.image_topic} "
+                                            f"within {timeout:.1f} s", camera=name)
+                msg = cam.image
+            if cam.info is None:
+                raise CameraUnavailable(f"no camera info from '{name}' on {cam.source.camera_info_topic}", camera=name)
+            i = cam.info
+            k = CameraIntrinsics.from_camera_info_fields(width=i.width, height=i.height, k=list(i.k), d=list(i.d),
+                                                         frame_id=i.header.frame_id or msg.header.frame_id,
+                                                         distortion_model=i.distortion_model)
+            return cam, msg, image_to_array(msg), k
+
+        def _publish_detections(self, cam: CameraState, msg: Any, dets: list) -> None:
+            out = FiducialDetections()
+            out.header, out.camera = msg.header, cam.name
+            for d in dets:
+                fd = FiducialDetection()
+                fd.marker_id = d.marker_id
+                if d.marker_in_camera is not None:
+                    fd.pose = _pose_msg(d.marker_in_camera, msg.header.frame_id, msg.header.stamp)
+                fd.reprojection_error_px = float(d.reprojection_error_px)
+                fd.distance_m = float(d.distance_m)
+                fd.view_angle_deg = float(d.view_angle_deg)
+                fd.trusted, fd.problems = bool(d.trusted), "; ".join(d.problems)
+                out.detections.append(fd)
+            self.det_pub.publish(out)
+
+        # --- services ----------------------------------------------------------------------
+        def _locate(self, req: Any, res: Any) -> Any:
+            try:
+                station = self.p.stations.get(req.station)
+                if station is None:
+                    raise ValidationError(f"unknown station '{req.station}' (known: {sorted(self.p.stations)})")
+                cam, msg, image, k = self._fresh_frame(req.camera, req.timeout_s)
+                if cam.pose is None:
+                    raise CameraUnavailable(f"no pose for camera '{cam.name}' on {cam.source.pose_topic}", camera=cam.name)
+                camera_in_robot = cam.pose.copy()
+                dets = self.detector.detect(image, k)
+                self._publish_detections(cam, msg, dets)
+                det = self.detector.select(dets, station.marker_id, image)
+                marker_in_station = make_transform(rpy_to_matrix(*station.marker_in_station_rpy),
+                                                   station.marker_in_station_xyz)
+                station_in_robot = camera_in_robot @ det.marker_in_camera @ invert(marker_in_station)
+                res.station_pose = _pose_msg(station_in_robot, cam.pose_frame or "base_link", msg.header.stamp)
+                res.marker_pose = _pose_msg(det.marker_in_camera, msg.header.frame_id, msg.header.stamp)
+                res.marker_id = det.marker_id
+                res.reprojection_error_px = float(det.reprojection_error_px)
+                res.distance_m = float(det.distance_m)
+                res.code, res.error_type = 0, ""
+                res.message = (f"station {req.station} at {det.distance_m:.3f} m, reprojection "
+                               f"{det.reprojection_error_px:.2f} px")
+            except Exception as exc:  # every failure becomes a typed result, never a pose
+                set_error(res, exc)
+                self.get_logger().warning(f"locate_station {req.station}: {res.error_type}: {res.message}")
+            return res
+
+        def _inspect(self, req: Any, res: Any) -> Any:
+            try:
+                inspector = self.inspectors.get(req.rack)
+                if inspector is None:
+                    raise ValidationError(f"unknown rack '{req.rack}' (known: {sorted(self.inspectors)})")
+                cam, msg, image, k = self._fresh_frame(req.camera, req.timeout_s)
+                result = inspector.inspect(image, k)
+                out = RackInspection()
+                out.header, out.rack, out.camera = msg.header, req.rack, cam.name
+                out.rack_pose = _pose_msg(result.rack_in_camera, msg.header.frame_id, msg.header.stamp)
+                for s in result.slots:
+                    out.slots.append(VialSlotState(name=s.name, index=s.index, occupied=s.occupied,
+                                                   cap_present=s.cap_present,
+                                                   liquid_level_fraction=float(s.liquid_level_fraction),
+                                                   confidence=float(s.confidence)))
+                self.rack_pub.publish(out)
+                res.inspection = out
+                res.code, res.error_type = 0, ""
+                res.message = f"rack {req.rack}: {sum(s.occupied for s in result.slots)} of {len(result.slots)} slots occupied"
+            except Exception as exc:
+                set_error(res, exc)
+                self.get_logger().warning(f"inspect_rack {req.rack}: {res.error_type}: {res.message}")
+            return res
+
+    return PerceptionNode()
+
+
+def main(args=None) -> int:
+    return spin_node(_make_node, args, threads=4)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
