@@ -135,3 +135,14 @@ class OnlineHPLCEmulator:
     def clear_faults(self) -> None:
         for emu in self.emulators.values():
             emu.clear_faults()
+
+
+def build_online_hplc(name: str = "hplc", seed: int = 0, **params: Any) -> OnlineHPLCEmulator:
+    """Twin subsystem factory (``sim.lab_twin`` plugin ``sim.emulators.online_hplc:build_online_hplc``).
+
+    The emulator is itself a twin subsystem: ``step(t, dt)`` advances its five devices and the
+    column, ``emulators`` names their ports (``<name>_selector``, ``<name>_injector``,
+    ``<name>_loop_pump``, ``<name>_pump``, ``<name>_detector``) for the pty host. Point the reactor
+    twin's ``chromatograph`` at it so collected vials reach its rack (``load_sample``).
+    """
+    return OnlineHPLCEmulator(name, seed=seed, **params)

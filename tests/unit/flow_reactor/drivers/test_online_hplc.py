@@ -92,3 +92,15 @@ def test_safe_state_stops_the_pumps():
     assert emu.pump.running
     hplc.safe_state()
     assert not emu.pump.running and not emu.loop_pump.running and not hplc.is_running()
+
+
+def test_emulator_is_a_twin_subsystem_with_named_ports():
+    from sim.emulators.online_hplc import build_online_hplc
+
+    hplc = build_online_hplc("hplc", seed=3, num_vials=6)
+    assert sorted(hplc.emulators) == ["hplc_detector", "hplc_injector", "hplc_loop_pump", "hplc_pump",
+                                      "hplc_selector"]
+    assert all(hasattr(e, "feed") for e in hplc.emulators.values())
+    assert hplc.load_sample("vial_9", {"ortho": 0.1}) == 1
+    hplc.step(0.0, 0.1)
+    assert hplc.t_s == pytest.approx(0.1)
