@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from aichemist.clock import Clock, WallClock
-from aichemist.errors import CommunicationTimeout, DeviceError
+from aichemist.errors import CommunicationTimeout, DeviceError, LimitError
 
 from ..transport import Transport
 from .base import SerialDriver, check_range
@@ -126,7 +126,7 @@ class ViciUniversalActuator:
     # --- role: Valve -------------------------------------------------------------------------
     def switch_to(self, position: int) -> None:
         if isinstance(position, bool) or not isinstance(position, int):
-            check_range(self.name, "position", float("nan"), 1, self._num_positions)
+            raise LimitError("position", position, f"1..{self._num_positions}", device=self.name)
         check_range(self.name, "position", position, 1, self._num_positions)
         self._send(f"GO{position:02d}")
         deadline = self.clock.now() + self.move_timeout_s
@@ -183,7 +183,7 @@ class ViciTwoPositionValve(ViciUniversalActuator):
 
     def switch_to(self, position: int) -> None:
         if isinstance(position, bool) or not isinstance(position, int):
-            check_range(self.name, "position", float("nan"), 1, 2)
+            raise LimitError("position", position, "1..2", device=self.name)
         check_range(self.name, "position", position, 1, 2)
         self._send(f"GO{self.LETTERS[position]}")
         deadline = self.clock.now() + self.move_timeout_s

@@ -52,6 +52,10 @@ class SSIPumpEmulator(EmulatorBase):
         self.system_pressure_bar = 0.0
         self.volume_delivered_ml = 0.0
         self.fault_mode = False
+        # the lower limit is only enforced once the pump has been running this long (pressure
+        # has to build up after a start; an emulator assumption, not from the manual)
+        self.lower_limit_grace_s = 30.0
+        self._run_time_s = 0.0
 
     # --- physical side -----------------------------------------------------------------------
     def set_system_pressure_bar(self, bar: float) -> None:
@@ -80,11 +84,13 @@ class SSIPumpEmulator(EmulatorBase):
         if self.pressure_psi > self.upper_limit_psi:
             self.fault_upper = True
             self.running = False
-        elif self.lower_limit_psi > 0 and self.pressure_psi < self.lower_limit_psi:
+        elif (self.lower_limit_psi > 0 and self.pressure_psi < self.lower_limit_psi
+              and self._run_time_s >= self.lower_limit_grace_s):
             self.fault_lower = True
             self.running = False
 
     def _step(self, t: float, dt: float) -> None:
+        self._run_time_s = self._run_time_s + dt if self.running else 0.0
         self.volume_delivered_ml += self.delivered_flow_ml_min * dt / 60.0
         self._enforce_pressure_limits()
 
