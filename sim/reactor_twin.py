@@ -381,18 +381,21 @@ def build_flow_reactor_twin(emulators: Mapping[str, Mapping[str, Any]] | None = 
                             reactor: Mapping[str, Any] | None = None,
                             roles: Mapping[str, str | None] | None = None,
                             collect_positions: Mapping[int | str, str] | None = None,
+                            emulator_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                             seed: int = 0) -> FlowReactorTwin:
     """Twin subsystem factory (``sim.lab_twin`` plugin ``sim.reactor_twin:build_flow_reactor_twin``).
 
     ``emulators``: device name -> {"class": "module:Class", "kwargs": {...}} (defaults:
     ``DEFAULT_EMULATORS``); ``reactor``: ``ReactorTwinConfig`` fields; ``roles``: which device is
-    the thermostat, valve, pressure sensor, detector, chromatograph.
+    the thermostat, valve, pressure sensor, detector, chromatograph; ``emulator_kwargs``: extra
+    keyword arguments per device on top of the specs (e.g. a faster thermostat for a test).
     """
     specs = dict(DEFAULT_EMULATORS if emulators is None else emulators)
     built = {}
     for i, (name, spec) in enumerate(specs.items()):
         cls = _import(spec["class"])
         kwargs = dict(spec.get("kwargs") or {})
+        kwargs.update((emulator_kwargs or {}).get(name, {}))
         kwargs.setdefault("seed", seed + i)
         built[name] = cls(name, **kwargs)
     cfg_kw = dict(reactor or {})

@@ -60,8 +60,9 @@ class FlowReactorNode(HardwareNode):
 
     # --- lifecycle hooks ---------------------------------------------------------------------
     def configure_core(self, params: FlowReactorParams) -> None:
-        devices = create_devices(params)
-        controller = FlowReactorController(params, devices, NodeClock(self))
+        clock = NodeClock(self)
+        devices = create_devices(params, clock=clock)
+        controller = FlowReactorController(params, devices, clock)
         try:
             identities = controller.connect()
         except Exception:

@@ -1,0 +1,128 @@
+"""twin_node and flow_reactor_node as separate processes: the reactor's devices on the twin's
+pseudo-terminals, the node's time on the twin's /clock; lifecycle, state topic, one experiment
+through /flow_reactor/run_flow_experiment, and configure failing on a missing port."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir}") -> pathlib.Path:
+    """A manifest with the twin's params files, tuned for a short test: a fast thermostat,
+    20x real time, a short flush."""
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    twin = yaml.safe_load((REPO / "config/twin/twin_node.yaml").read_text())
+    tp = twin["twin_node"]["ros__parameters"]
+    tp["real_time_factor"] = 20.0
+    tp["clock_rate_hz"] = 100.0
+    tp["subsystems"] = ('[{"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin", '
+                        '"params": {"emulator_kwargs": {"thermostat": {"tau_s": 10.0}}}}]')
+    (params_dir / "twin_node.yaml").write_text(yaml.safe_dump(twin))
+    flow = yaml.safe_load((REPO / "config/twin/flow_reactor.yaml").read_text())
+    fp = flow["flow_reactor_node"]["ros__parameters"]
+    fp["operation"] = {"flush_volumes": 0.5}
+    for name in ("pump_dfnb", "pump_pyrrolidine", "pump_ethanol", "thermostat", "valve_collect",
+                 "pressure_sensor", "detector"):
+        fp[name]["port"] = f"{flow_ports_prefix}/{name}"
+    (params_dir / "flow_reactor.yaml").write_text(yaml.safe_dump(flow))
+    manifest = {
+        "name": "flow_twin_test",
+        "params_dir": str(params_dir),
+        "args": {"twin_dir": str(tmp_path / "twin")},
+        "nodes": [
+            {"name": "twin_node", "executable": "twin_node", "params": "twin_node.yaml"},
+            {"name": "flow_reactor_node", "executable": "flow_reactor_node", "params": "flow_reactor.yaml",
+             "lifecycle": True, "use_sim_time": True},
+        ],
+    }
+    path = tmp_path / "flow_twin_test.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def _change_state(node, target: str, transition_id: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    client = node.create_client(ChangeState, f"/{target}/change_state")
+    assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
+    req = ChangeState.Request()
+    req.transition.id = transition_id
+    res = client.call(req, timeout_sec=60.0)
+    assert res is not None, "change_state timed out"
+    return res.success
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    event = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        event.wait(0.05)
+    return predicate()
+
+
+def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from rclpy.action import ActionClient
+
+    from aichemist_interfaces.action import RunFlowExperiment
+    from aichemist_interfaces.msg import FlowReactorState
+    from aichemist_nodes.node_base import STATE_QOS, call_action
+    from sim.kinetics import snar
+
+    launch(_write_setup(tmp_path))
+    twin_dir = tmp_path / "twin"
+    assert _wait_for(lambda: (twin_dir / "detector").exists(), 30.0), "twin ports did not appear"
+
+    states: list[tuple[float, FlowReactorState]] = []
+    ros_probe.create_subscription(FlowReactorState, "/flow_reactor/state",
+                                  lambda m: states.append((time.monotonic(), m)), STATE_QOS)
+    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
+    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
+
+    client = ActionClient(ros_probe, RunFlowExperiment, "/flow_reactor/run_flow_experiment")
+    goal = RunFlowExperiment.Goal(experiment_id="ros-1", residence_time_min=0.5, temp_c=30.0,
+                                  equivalents=2.0, conc_dfnb_m=0.3, collect=True)
+    feedback = []
+    result = call_action(client, goal, timeout_s=240.0, feedback_cb=feedback.append)
+    assert result.code == 0, result.message
+    model = snar.evaluate(0.5, 2.0, 0.3, 30.0)
+    assert result.yield_fraction == pytest.approx(model["yield_fraction"], abs=0.03)
+    assert result.time_to_steady_state_s > 30.0  # never before the feed crossed the reactor
+    phases = {f.phase for f in feedback}
+    assert {"priming", "heating", "equilibrating", "measuring", "collecting", "flushing"} <= phases
+    assert any(f.pressure_bar > 5.0 for f in feedback)
+
+    # the state topic: >= 10 Hz (wall), active, pumps stopped after the run
+    assert _wait_for(lambda: states and states[-1][1].phase == "idle", 5.0)
+    recent = [t for t, _ in states if t > states[-1][0] - 2.0]
+    assert len(recent) >= 18
+    last = states[-1][1]
+    assert last.lifecycle_state == "active" and list(last.pump_names)[0] == "pump_dfnb"
+    assert all(f == 0.0 for f in last.pump_flow_setpoint_ml_min)
+
+    # deactivate -> safe state; a goal is then refused with a typed error
+    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_DEACTIVATE)
+    from aichemist.errors import ConflictError
+
+    with pytest.raises(ConflictError, match="not active"):
+        call_action(client, goal, timeout_s=30.0)
+
+
+def test_configure_fails_naming_the_missing_port(launch, ros_probe, tmp_path):
+    from lifecycle_msgs.msg import Transition
+
+    launcher = launch(_write_setup(tmp_path, flow_ports_prefix=str(tmp_path / "nowhere")))
+    assert not _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
+    assert _wait_for(lambda: any("nowhere/pump_dfnb" in line for line in launcher.output("flow_reactor_node")),
+                     10.0)
