@@ -30,6 +30,7 @@ from .base import EmulatorBase
 
 START, FOOTER = b"\xC1\xC0", b"\xC5\xC4\xC3\xC2"
 _HEADER = struct.Struct("<2sHHHII6sBB16sI")
+_LN10 = float(np.log(10.0))
 
 #: species -> gaussian bands (centre nm, peak molar absorptivity L mol^-1 cm^-1, sigma nm)
 SPECIES_BANDS: dict[str, tuple[tuple[float, float, float], ...]] = {
@@ -79,6 +80,9 @@ class OceanDetectorEmulator(EmulatorBase):
         self._lamp_shape = 0.35 + 0.45 * np.exp(-0.5 * ((wl - 250.0) / 40.0) ** 2) \
             + 0.55 * np.exp(-0.5 * ((wl - 480.0) / 90.0) ** 2)
         self._lamp_shape /= self._lamp_shape.max()
+        self._lamp_counts = self.lamp_peak_counts * self._lamp_shape
+        self._species = tuple(SPECIES_BANDS)
+        self._eps_matrix = np.vstack([self._eps[s] for s in self._species])
 
     # --- physical side -----------------------------------------------------------------------
     def set_concentrations_m(self, conc: Mapping[str, float]) -> None:
@@ -92,21 +96,19 @@ class OceanDetectorEmulator(EmulatorBase):
         return self.path_length_cm / self.dilution_factor
 
     def true_absorbance(self) -> np.ndarray:
-        a = np.zeros(self.num_pixels)
-        for species, c in self.concentrations_m.items():
-            a += self._eps[species] * c
-        return a * self.effective_path_cm + self.baseline_au
+        conc = np.array([self.concentrations_m[s] for s in self._species])
+        return (conc @ self._eps_matrix) * self.effective_path_cm + self.baseline_au
 
     def raw_counts(self) -> np.ndarray:
         scale = self.integration_time_us / 10_000.0
-        light = self.lamp_peak_counts * self._lamp_shape * scale * 10.0 ** (-self.true_absorbance())
         if not self.lamp_on or "lamp_failure" in self.faults:
             light = np.zeros(self.num_pixels)
-        mean = self.dark_counts + light
+        else:
+            light = self._lamp_counts * scale * np.exp(-_LN10 * self.true_absorbance())
         n = max(1, self.scans_to_average)
-        noise_sd = np.sqrt(np.maximum(light, 0.0) + self.read_noise_counts ** 2) / np.sqrt(n)
-        counts = mean + self.rng.normal(0.0, 1.0, self.num_pixels) * noise_sd
-        return np.clip(np.round(counts), 0, 65535)
+        noise_sd = np.sqrt(light + self.read_noise_counts ** 2) * (1.0 / np.sqrt(n))
+        counts = self.dark_counts + light + self.rng.standard_normal(self.num_pixels) * noise_sd
+        return np.clip(np.rint(counts), 0, 65535)
 
     # --- bytes -------------------------------------------------------------------------------
     def _next_frame(self) -> bytes | None:
