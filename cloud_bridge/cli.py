@@ -198,7 +198,8 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
           database_url: Optional[str] = DbOpt,
           params_file: Optional[pathlib.Path] = typer.Option(None, help="YAML with a 'bridge:' section"),
           bootstrap_lab: str = typer.Option("default", help="lab of the key from $AICHEMIST_BOOTSTRAP_ADMIN_KEY"),
-          log_level: str = typer.Option("info")) -> None:
+          log_level: str = typer.Option("info"),
+          access_log: bool = typer.Option(True, help="log one line per request (never headers)")) -> None:
     """Run the HTTP API (migrates the database first).
 
     Dev / twin bootstrap: when $AICHEMIST_BOOTSTRAP_ADMIN_KEY holds a key of the form
@@ -225,7 +226,7 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
     logging.basicConfig(level=log_level.upper())
     install_log_redaction()
     typer.echo(f"bridge serving on http://{host}:{port} with {_safe_url(url)}", err=True)
-    config = uvicorn.Config(app_, host=host, port=port, log_level=log_level, access_log=True)
+    config = uvicorn.Config(app_, host=host, port=port, log_level=log_level, access_log=access_log)
     server = uvicorn.Server(config)
     install_log_redaction()
     server.run()
