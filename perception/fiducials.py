@@ -17,6 +17,8 @@ A pose is returned only when every trust check passes, else a typed ``Perception
 
 from __future__ import annotations
 
+import atexit
+import threading
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -34,6 +36,8 @@ class FiducialParams(Params):
     backend: Literal["apriltag", "opencv"] = "apriltag"
     marker_side_m: float = Field(0.05, gt=0.0, le=1.0, description="black square side of the printed tag")
     quad_decimate: float = Field(2.0, ge=1.0, le=4.0, description="apriltag: detect quads at 1/decimate scale")
+    quad_sigma: float = Field(0.8, ge=0.0, le=5.0,
+                              description="apriltag: Gaussian blur before quad search (noise makes it 5x slower)")
     max_reprojection_error_px: float = Field(1.0, gt=0.0, le=20.0)
     min_marker_side_px: float = Field(18.0, ge=4.0, le=2000.0, description="shortest tag side in the image")
     max_view_angle_deg: float = Field(70.0, gt=0.0, le=89.0, description="tag normal vs line of sight")
@@ -140,7 +144,7 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / d) if d > 0 else 0.0
 
 
-_BLUR_CANDIDATES_PX = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+_BLUR_CANDIDATES_PX = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0)
 
 
 def refine_corners_ecc(gray: np.ndarray, marker_id: int, corners: np.ndarray, *, iterations: int = 40
@@ -194,7 +198,7 @@ def refine_corners_ecc(gray: np.ndarray, marker_id: int, corners: np.ndarray, *,
     return refined.astype(np.float64), best_sigma, best_score
 
 
-def _edge_quality(gray: np.ndarray, corners: np.ndarray) -> tuple[float, float]:
+def _edge_quality(gray: np.ndarray, corners: np.ndarray, *, with_blur: bool = True) -> tuple[float, float]:
     """(contrast in grey levels, estimated Gaussian blur sigma in px) of the tag's outer edge.
 
     A step of height C blurred by a Gaussian of sigma s has a peak gradient C / (sqrt(2 pi) s), so
@@ -221,6 +225,8 @@ def _edge_quality(gray: np.ndarray, corners: np.ndarray) -> tuple[float, float]:
         return 0.0, float("inf")
     lo, hi = np.percentile(band, [5, 95])
     contrast = float(hi - lo)
+    if not with_blur:  # the ECC refinement measures the blur better
+        return contrast, 0.0
     gx = cv2.Sobel(patch, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(patch, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     grad = np.sqrt(gx * gx + gy * gy)[mask > 0]
@@ -232,17 +238,44 @@ def _edge_quality(gray: np.ndarray, corners: np.ndarray) -> tuple[float, float]:
     return contrast, float(np.sqrt(max(sigma_total ** 2 - 0.85 ** 2, 0.0)))
 
 
+_APRILTAG_DETECTORS: dict[tuple[float, float], tuple[object, threading.Lock]] = {}
+_APRILTAG_GUARD = threading.Lock()
+
+
+def _shared_apriltag_detector(quad_decimate: float, quad_sigma: float):
+    """One native pupil-apriltags detector per setting for the life of the process.
+
+    pupil-apriltags 1.0.4's Detector.__del__ frees its tag family through a pointer that ctypes
+    returned as a (truncated) C int, which segfaults when the heap lies above 4 GiB; so detectors
+    are created once, never collected, and disarmed at exit (the OS reclaims the memory). A lock
+    serialises calls, as the native detector is not thread-safe.
+    """
+    import pupil_apriltags
+
+    with _APRILTAG_GUARD:
+        key = (quad_decimate, quad_sigma)
+        if key not in _APRILTAG_DETECTORS:
+            det = pupil_apriltags.Detector(families="tag36h11", nthreads=1, quad_decimate=quad_decimate,
+                                           quad_sigma=quad_sigma, refine_edges=1, decode_sharpening=0.25)
+            _APRILTAG_DETECTORS[key] = (det, threading.Lock())
+            if len(_APRILTAG_DETECTORS) == 1:
+                atexit.register(_disarm_apriltag_detectors)
+        return _APRILTAG_DETECTORS[key]
+
+
+def _disarm_apriltag_detectors() -> None:
+    for det, _lock in _APRILTAG_DETECTORS.values():
+        det.tag_detector_ptr = None  # Detector.__del__ then skips the crashing destroy calls
+
+
 class FiducialDetector:
     """Detect tags and estimate trusted poses. Not thread-safe (one per thread)."""
 
     def __init__(self, params: Optional[FiducialParams] = None) -> None:
         self.params = params or FiducialParams()
         if self.params.backend == "apriltag":
-            import pupil_apriltags
-
-            self._apriltag = pupil_apriltags.Detector(families="tag36h11", nthreads=1,
-                                                      quad_decimate=self.params.quad_decimate,
-                                                      quad_sigma=0.0, refine_edges=1, decode_sharpening=0.25)
+            self._apriltag, self._apriltag_lock = _shared_apriltag_detector(self.params.quad_decimate,
+                                                                            self.params.quad_sigma)
         else:
             p = cv2.aruco.DetectorParameters()
             p.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
@@ -256,7 +289,9 @@ class FiducialDetector:
     def _detect_corners(self, gray: np.ndarray) -> list[tuple[int, np.ndarray, float]]:
         out = []
         if self.params.backend == "apriltag":
-            for d in self._apriltag.detect(gray):
+            with self._apriltag_lock:
+                found = self._apriltag.detect(gray)
+            for d in found:
                 if d.hamming > 0:
                     continue
                 # pupil-apriltags: pixel centres at +0.5 and corner order TR, TL, BL, BR (seen from the front)
@@ -291,7 +326,7 @@ class FiducialDetector:
         det = FiducialDetection(marker_id, corners, decision_margin=margin)
         sides = np.linalg.norm(corners - np.roll(corners, 1, axis=0), axis=1)
         det.side_px = float(sides.min())
-        det.contrast, det.blur_sigma_px = _edge_quality(gray, corners)
+        det.contrast, det.blur_sigma_px = _edge_quality(gray, corners, with_blur=not p.refine_ecc)
         h, w = gray.shape
         if det.side_px < p.min_marker_side_px:
             det.problems.append(f"tag too small: {det.side_px:.1f} px < {p.min_marker_side_px:.0f} px")

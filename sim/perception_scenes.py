@@ -128,7 +128,7 @@ class SceneBuilder:
         g = geometry
         q = matrix_to_quat(rack_in_world[:3, :3])
         x_min = g.marker_center_rack_m[0] - 0.6 * g.marker_side_m * 10 / 8
-        x_max = (g.slots - 1) * g.pitch_m + g.pitch_m
+        x_max = (g.slots - 1) * g.pitch_m + 2.5 * g.pitch_m  # wide enough for oblique views past the last vial
         height = max(g.vial_height_m + g.cap_height_m + 0.03, g.marker_center_rack_m[2] + 0.04)
         cx, hx = (x_min + x_max) / 2, (x_max - x_min) / 2
         parts = [f'<body name="{g.name}" pos="{_fmt(rack_in_world[:3, 3])}" quat="{_fmt([q[3], q[0], q[1], q[2]])}">',
