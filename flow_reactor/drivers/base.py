@@ -104,10 +104,10 @@ class SerialDriver:
                 self.transport.reset_input()  # stale bytes from an earlier garbled reply
                 self.transport.write(command)
                 return self.transport.read_until(term, timeout if timeout is not None else self.reply_timeout_s)
-            except CommunicationTimeout as exc:
-                raise CommunicationTimeout(f"{self.name} ({self.vendor} {self.model}): no reply to "
-                                           f"{command!r}: {exc}", device=self.name,
-                                           command=command.decode("latin-1")) from exc
+            except CommunicationTimeout as exc:  # keep the type (ConnectionLost: reopen the port)
+                raise type(exc)(f"{self.name} ({self.vendor} {self.model}): no reply to "
+                                f"{command!r}: {exc}", device=self.name,
+                                command=command.decode("latin-1")) from exc
 
     def _best_effort(self, what: str, action: Callable[[], object]) -> bool:
         """Run ``action`` for safe_state: log and continue on failure, report success."""
