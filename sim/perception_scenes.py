@@ -160,6 +160,17 @@ class SceneBuilder:
         self._racks[g.name] = (g, rack_in_world.copy(), list(vials))
         self.add_marker(g.marker_id, rack_in_world @ g.marker_in_rack(), g.marker_side_m, backing=False)
 
+    def add_vial(self, name: str, base_in_world: np.ndarray, radius_m: float = 0.0075, height_m: float = 0.045,
+                 rgba: str = "0.55 0.3 0.1 1") -> None:
+        """A free-standing opaque vial (amber glass: depth cameras see it), bottom centre at the pose."""
+        q = matrix_to_quat(base_in_world[:3, :3])
+        self._bodies.append(
+            f'<body name="{name}" pos="{_fmt(base_in_world[:3, 3])}" quat="{_fmt([q[3], q[0], q[1], q[2]])}">'
+            f'<geom type="cylinder" size="{radius_m:.6g} {height_m / 2:.6g}" pos="0 0 {height_m / 2:.6g}" '
+            f'rgba="{rgba}" contype="0" conaffinity="0"/></body>')
+        self.vials_free = getattr(self, "vials_free", {})
+        self.vials_free[name] = base_in_world.copy()
+
     def add_camera(self, name: str, optical_in_world: np.ndarray, fovy_deg: float = 45.0) -> None:
         r_mj = optical_in_world[:3, :3] @ MUJOCO_TO_OPTICAL
         q = matrix_to_quat(r_mj)
