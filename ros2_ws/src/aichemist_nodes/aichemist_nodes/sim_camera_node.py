@@ -4,9 +4,10 @@ Per camera ``<name>``: ``/<name>/image_raw`` (sensor_msgs/Image rgb8), ``/<name>
 ``/<name>/depth`` (32FC1, metres, when ``publish_depth``) and ``/<name>/pose``
 (geometry_msgs/PoseStamped of the optical frame in ``robot_frame``: what the robot's kinematics
 would give for a wrist camera), at ``rate_hz``, with randomised lighting, noise and blur
-(``effects``). The scene is the built-in perception demo scene (sim.perception_scenes.demo_scene)
-or an MJCF file (``mjcf_path``); ``robot_body`` names the body whose frame is the robot frame
-(empty = the world frame).
+(``effects``). The scene is the built-in perception demo scene (sim.perception_scenes.demo_scene),
+the lab of sim/world (``scene: lab``: the robot's ``wrist_camera`` and a ``<station>_camera`` per
+station; set ``robot_body: base_footprint``) or an MJCF file (``mjcf_path``); ``robot_body``
+names the body whose frame is the robot frame (empty = the world frame).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import threading
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+from typing import Literal  # noqa: E402
 
 from pydantic import Field  # noqa: E402
 
@@ -30,7 +33,9 @@ class SimCameraParams(Params):
     rate_hz: float = Field(5.0, gt=0.0, le=60.0)
     width: int = Field(640, ge=16, le=1920)
     height: int = Field(480, ge=16, le=1080)
-    mjcf_path: str = Field("", description="MJCF file; empty = the built-in perception demo scene")
+    scene: Literal["demo", "lab"] = Field("demo", description="demo = perception demo scene; lab = sim/world's lab "
+                                                             "with the robot (cameras <station>_camera, wrist_camera)")
+    mjcf_path: str = Field("", description="MJCF file (overrides scene)")
     robot_body: str = Field("", description="body whose frame is the robot frame; empty = world")
     robot_frame: str = "base_link"
     publish_depth: bool = False
@@ -55,6 +60,12 @@ def _node():
             self.p = p = load_params(self, SimCameraParams)
             if p.mjcf_path:
                 model = mujoco.MjModel.from_xml_path(p.mjcf_path)
+                data = mujoco.MjData(model)
+                mujoco.mj_forward(model, data)
+            elif p.scene == "lab":
+                from sim.world.mjcf import load_model
+
+                model = load_model()
                 data = mujoco.MjData(model)
                 mujoco.mj_forward(model, data)
             else:
