@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from aichemist.errors import LimitError, ValidationError
 from aichemist.params import validate
@@ -31,6 +31,52 @@ class FlowConditions(_Strict):
     temp_c: float = Field(ge=-273.15, description="Reactor temperature, degrees Celsius")
     equivalents: float = Field(gt=0, description="Pyrrolidine equivalents relative to DFNB")
     conc_dfnb_m: float = Field(gt=0, description="DFNB concentration at the reactor inlet, mol/L")
+
+
+class ContinuousVariable(_Strict):
+    """A continuous search variable: ``{"name": "temp_c", "type": "continuous", "low": 30, "high": 120}``."""
+
+    name: str = Field(min_length=1, max_length=100)
+    type: Literal["continuous"] = "continuous"
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ContinuousVariable":
+        if not self.high > self.low:
+            raise ValueError(f"variable {self.name!r}: high ({self.high}) must exceed low ({self.low})")
+        return self
+
+
+class CategoricalVariable(_Strict):
+    """A categorical search variable: ``{"name": "catalyst", "type": "categorical", "choices": ["P1", "P2"]}``."""
+
+    name: str = Field(min_length=1, max_length=100)
+    type: Literal["categorical"] = "categorical"
+    choices: list[str] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "CategoricalVariable":
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"variable {self.name!r}: choices must be unique")
+        return self
+
+
+Variable = Annotated[Union[ContinuousVariable, CategoricalVariable], Field(discriminator="type")]
+
+
+class Objective(_Strict):
+    """An objective: ``{"name": "sty_kg_m3_h", "direction": "max"}``.
+
+    ``reference`` (optional) is the worst value still worth having (the hypervolume reference
+    point for several objectives); without it the optimizer derives one from the data.
+    ``transform: "log"`` models log(value) (positive outcomes spanning decades, e.g. E-factor).
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    direction: Literal["max", "min"]
+    reference: float | None = None
+    transform: Literal["none", "log"] = "none"
 
 
 class FlowExperimentTask(_Strict):

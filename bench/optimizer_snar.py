@@ -1,0 +1,103 @@
+"""The published SnAr multi-objective benchmark (Felton et al. 2021, Summit) for planner.optimizer.
+
+The earlier ("published") version of the SnAr kinetics (sim.kinetics.snar, model="published"),
+noise-free; variables residence time 0.5-2 min, pyrrolidine 1-5 equivalents, DFNB 0.1-0.5 M,
+temperature 30-120 C; maximise space-time yield, minimise E-factor; 50 experiments, batch
+size 1, 20 seeds. Hypervolume (BoTorch) with reference point STY 2957 kg m^-3 h^-1,
+E-factor 10.7. Published: TSEMO 5,803 +- 2,659 at 42 s per suggestion.
+
+    .venv/bin/python bench/optimizer_snar.py [--seeds 20] [--experiments 50]
+
+Progress on stderr; the last stdout line is
+``RESULT hv_mean=... hv_sd=... s_per_suggestion=... cpu_s_per_suggestion=...`` (wall-clock and
+process CPU seconds per model-based suggestion; the Sobol initial points cost nothing and are
+not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+from botorch.utils.multi_objective.hypervolume import Hypervolume
+from botorch.utils.multi_objective.pareto import is_non_dominated
+
+from planner.optimizer import Optimizer
+from sim.kinetics.snar import evaluate
+
+REFERENCE_STY = 2957.0
+REFERENCE_E_FACTOR = 10.7
+
+VARIABLES = [
+    {"name": "tau_min", "type": "continuous", "low": 0.5, "high": 2.0},
+    {"name": "equiv", "type": "continuous", "low": 1.0, "high": 5.0},
+    {"name": "conc_dfnb_m", "type": "continuous", "low": 0.1, "high": 0.5},
+    {"name": "temp_c", "type": "continuous", "low": 30.0, "high": 120.0},
+]
+OBJECTIVES = [
+    {"name": "sty_kg_m3_h", "direction": "max"},
+    {"name": "e_factor", "direction": "min", "transform": "log"},
+]
+
+
+def hypervolume(points: list[tuple[float, float]]) -> float:
+    """Hypervolume of (STY, E-factor) points: STY maximised, E-factor minimised."""
+    if not points:
+        return 0.0
+    y = torch.tensor([[sty, -ef] for sty, ef in points], dtype=torch.double)
+    ref = torch.tensor([REFERENCE_STY, -REFERENCE_E_FACTOR], dtype=torch.double)
+    y = y[(y > ref).all(dim=-1)]
+    if len(y) == 0:
+        return 0.0
+    return float(Hypervolume(ref_point=ref).compute(y[is_non_dominated(y)]))
+
+
+def run_seed(seed: int, experiments: int, n_initial: int | None) -> tuple[float, list[float], list[float]]:
+    opt = Optimizer(VARIABLES, OBJECTIVES, seed=seed, n_initial=n_initial)
+    points: list[tuple[float, float]] = []
+    suggestion_s: list[float] = []
+    suggestion_cpu_s: list[float] = []
+    for k in range(experiments):
+        t0, c0 = time.perf_counter(), time.process_time()
+        (cond,) = opt.ask(1)
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        if opt.last_method != "sobol":
+            suggestion_s.append(dt)
+            suggestion_cpu_s.append(dc)
+        out = evaluate(cond["tau_min"], cond["equiv"], cond["conc_dfnb_m"], cond["temp_c"], model="published")
+        opt.tell([cond], [{"sty_kg_m3_h": out["sty_kg_m3_h"], "e_factor": out["e_factor"]}])
+        points.append((out["sty_kg_m3_h"], out["e_factor"]))
+        if (k + 1) % 10 == 0:
+            print(f"  seed {seed} experiment {k + 1}: hv={hypervolume(points):.0f} "
+                  f"last ask {dt:.2f} s wall {dc:.2f} s cpu ({opt.last_method} {opt.last_timing})", file=sys.stderr, flush=True)
+    return hypervolume(points), suggestion_s, suggestion_cpu_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--experiments", type=int, default=50)
+    parser.add_argument("--n-initial", type=int, default=None)
+    args = parser.parse_args()
+    hvs: list[float] = []
+    times: list[float] = []
+    cpu_times: list[float] = []
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        hv, s, c = run_seed(seed, args.experiments, args.n_initial)
+        hvs.append(hv)
+        times += s
+        cpu_times += c
+        print(f"seed {seed}: hv={hv:.0f} ({time.perf_counter() - t0:.0f} s; mean so far "
+              f"{statistics.mean(hvs):.0f})", file=sys.stderr, flush=True)
+    sd = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
+    print(f"RESULT hv_mean={statistics.mean(hvs):.0f} hv_sd={sd:.0f} "
+          f"s_per_suggestion={statistics.mean(times) if times else 0.0:.3f} "
+          f"cpu_s_per_suggestion={statistics.mean(cpu_times) if cpu_times else 0.0:.3f}")
+
+
+if __name__ == "__main__":
+    main()
