@@ -147,21 +147,21 @@ class FlowReactorParams(Params):
 
 
 def load_params_file(path: str, node_name: str = "flow_reactor_node",
-                     substitutions: dict[str, str] | None = None) -> FlowReactorParams:
-    """Read a ROS 2 params file (``<node>: ros__parameters: ...``) into ``FlowReactorParams``.
+                     substitutions: dict[str, str] | None = None, model: type[Params] | None = None) -> Any:
+    """Read a ROS 2 params file (``<node>: ros__parameters: ...``) into ``model``
+    (``FlowReactorParams`` by default).
 
     The same file the node is started with, so in-process tests and benchmarks use exactly the
     node's configuration. Dict-valued fields travel as JSON text in ROS params; they are decoded
     here as the node's parameter loader does.
     """
     import json
+    import string
 
     import yaml
 
     from aichemist.errors import ConfigurationError
     from aichemist.params import validate_config
-
-    import string
 
     with open(path) as f:
         text = f.read()
@@ -170,23 +170,52 @@ def load_params_file(path: str, node_name: str = "flow_reactor_node",
     doc = yaml.safe_load(text) or {}
     section = doc.get(node_name) or doc.get("/**") or {}
     values = dict(section.get("ros__parameters") or {})
+    values.pop("use_sim_time", None)  # a ROS parameter, not the core's
 
-    def decode(node: Any) -> Any:
+    def decode(node: Any, where: str) -> Any:
         if isinstance(node, dict):
-            return {k: decode(v) for k, v in node.items()}
+            return {k: decode(v, f"{where}.{k}" if where else k) for k, v in node.items()}
+        if isinstance(node, str) and node.strip()[:1] in ("{", "["):
+            try:
+                return json.loads(node)
+            except json.JSONDecodeError as exc:
+                raise ConfigurationError(f"{path}: {where} is not valid JSON ({exc})",
+                                         problems=[{"field": where, "value": node}]) from None
         return node
 
-    values = decode(values)
-    values.pop("use_sim_time", None)  # a ROS parameter, not the core's
-    for dev in DEVICE_ROLES:
-        options = (values.get(dev) or {}).get("options")
-        if isinstance(options, str):
-            try:
-                values[dev]["options"] = json.loads(options) if options.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"{path}: {dev}.options is not valid JSON ({exc})",
-                                         problems=[{"field": f"{dev}.options", "value": options}]) from None
-    analytics = values.get("analytics") or {}
-    if isinstance(analytics.get("absorptivity_l_mol_cm"), str):
-        analytics["absorptivity_l_mol_cm"] = json.loads(analytics["absorptivity_l_mol_cm"])
-    return validate_config(FlowReactorParams, values, what=f"flow reactor params ({path})")
+    values = decode(values, "")
+    return validate_config(model or FlowReactorParams, values, what=f"{node_name} params ({path})")
+
+
+# --- HPLC (hplc_node) ----------------------------------------------------------------------
+class HplcComponentParams(Params):
+    vendor: str
+    port: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class HplcParams(Params):
+    """The online HPLC (``flow_reactor.drivers.online_hplc``: five devices) and its method."""
+
+    selector: HplcComponentParams
+    injector: HplcComponentParams
+    loop_pump: HplcComponentParams
+    pump: HplcComponentParams
+    detector: HplcComponentParams
+    vial_positions: dict[str, int] = Field(default_factory=dict, description="vial id -> selector position")
+    loop_volume_ul: float = Field(1.0, gt=0.0, le=100.0)
+    flush_volume_ul: float = Field(20.0, ge=0.0, le=1000.0)
+    mobile_phase_flow_ml_min: float = Field(1.0, gt=0.0, le=10.0)
+    detection_wavelength_nm: float = Field(254.0, gt=190.0, le=900.0)
+    run_time_min: float = Field(8.0, gt=0.0, le=120.0)
+    sample_interval_s: float = Field(0.5, gt=0.0, le=10.0)
+    # species -> [start, end] of its retention window (min) at the method's flow
+    peak_windows_min: dict[str, list[float]] = Field(default_factory=dict)
+    # species -> peak area (mAU min) per mol/L in the vial, from standards
+    response_mau_min_per_m: dict[str, float] = Field(default_factory=dict)
+    product: str = "ortho"
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        return {part: {"vendor": p.vendor, "port": p.port, "options": dict(p.options)}
+                for part in ("selector", "injector", "loop_pump", "pump", "detector")
+                for p in [getattr(self, part)]}

@@ -60,11 +60,23 @@ class LabTwin:
 
     @classmethod
     def from_config(cls, plugins: Iterable[Mapping[str, Any]], **kw: Any) -> "LabTwin":
-        """``plugins``: [{"name": ..., "plugin": "module:factory", "params": {...}}, ...]."""
+        """``plugins``: [{"name": ..., "plugin": "module:factory", "params": {...},
+        "links": {"attribute": "other subsystem name"}}, ...].
+
+        ``links`` wire subsystems together after all are built, e.g. the reactor twin's
+        ``chromatograph`` to the HPLC subsystem (collected vials reach its rack)."""
+        plugins = list(plugins)
         subsystems = {}
         for entry in plugins:
             name = entry.get("name") or entry["plugin"].rsplit(":", 1)[-1]
             subsystems[name] = load_subsystem(entry["plugin"], **dict(entry.get("params") or {}))
+        for entry in plugins:
+            name = entry.get("name") or entry["plugin"].rsplit(":", 1)[-1]
+            for attribute, other in dict(entry.get("links") or {}).items():
+                if other not in subsystems:
+                    raise ConfigurationError(f"twin subsystem {name!r}: link {attribute!r} names unknown "
+                                             f"subsystem {other!r}", problems=[{"field": "links", "value": other}])
+                setattr(subsystems[name], attribute, subsystems[other])
         return cls(subsystems, **kw)
 
     def add(self, name: str, subsystem: TwinSubsystem) -> None:
@@ -115,9 +127,12 @@ class TwinParams(Params):
     max_step_s: float = Field(0.05, gt=0.0, le=1.0, description="largest physics step")
     clock_rate_hz: float = Field(50.0, gt=0.0, le=1000.0, description="/clock publication rate (wall)")
     subsystems: list[dict[str, Any]] = Field(
-        default_factory=lambda: [{"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin",
-                                  "params": {}}],
-        description="[{name, plugin: 'module:factory', params: {...}}]")
+        default_factory=lambda: [
+            {"name": "hplc", "plugin": "sim.emulators.online_hplc:build_online_hplc",
+             "params": {"name": "hplc", "vial_positions": {f"vial_{i}": i for i in range(1, 6)} | {"std": 8}}},
+            {"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin", "params": {},
+             "links": {"chromatograph": "hplc"}}],
+        description="[{name, plugin: 'module:factory', params: {...}, links: {attribute: subsystem}}]")
 
 
 class RealTimeRunner:
