@@ -6,7 +6,7 @@ temperature 30-120 C; maximise space-time yield, minimise E-factor; 50 experimen
 size 1, 20 seeds. Hypervolume (BoTorch) with reference point STY 2957 kg m^-3 h^-1,
 E-factor 10.7. Published: TSEMO 5,803 +- 2,659 at 42 s per suggestion.
 
-    .venv/bin/python bench/optimizer_snar.py [--seeds 20] [--experiments 50]
+    .venv/bin/python bench/optimizer_snar.py [--seeds 20] [--experiments 50] [--jobs 2]
 
 Progress on stderr; the last stdout line is
 ``RESULT hv_mean=... hv_sd=... s_per_suggestion=... cpu_s_per_suggestion=...`` (wall-clock and
@@ -76,23 +76,41 @@ def run_seed(seed: int, experiments: int, n_initial: int | None) -> tuple[float,
     return hypervolume(points), suggestion_s, suggestion_cpu_s
 
 
+def _run_seed_star(item: tuple[int, int, int | None]) -> tuple[float, list[float], list[float]]:
+    return run_seed(*item)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--experiments", type=int, default=50)
     parser.add_argument("--n-initial", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     args = parser.parse_args()
     hvs: list[float] = []
     times: list[float] = []
     cpu_times: list[float] = []
-    for seed in range(args.seeds):
-        t0 = time.perf_counter()
-        hv, s, c = run_seed(seed, args.experiments, args.n_initial)
-        hvs.append(hv)
-        times += s
-        cpu_times += c
-        print(f"seed {seed}: hv={hv:.0f} ({time.perf_counter() - t0:.0f} s; mean so far "
-              f"{statistics.mean(hvs):.0f})", file=sys.stderr, flush=True)
+    work = [(seed, args.experiments, args.n_initial) for seed in range(args.seeds)]
+    if args.jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            results = pool.imap(_run_seed_star, work)
+            for seed, (hv, s, c) in zip(range(args.seeds), results):
+                hvs.append(hv)
+                times += s
+                cpu_times += c
+                print(f"seed {seed}: hv={hv:.0f} (mean so far {statistics.mean(hvs):.0f})",
+                      file=sys.stderr, flush=True)
+    else:
+        for item in work:
+            t0 = time.perf_counter()
+            hv, s, c = run_seed(*item)
+            hvs.append(hv)
+            times += s
+            cpu_times += c
+            print(f"seed {item[0]}: hv={hv:.0f} ({time.perf_counter() - t0:.0f} s; mean so far "
+                  f"{statistics.mean(hvs):.0f})", file=sys.stderr, flush=True)
     sd = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
     print(f"RESULT hv_mean={statistics.mean(hvs):.0f} hv_sd={sd:.0f} "
           f"s_per_suggestion={statistics.mean(times) if times else 0.0:.3f} "
