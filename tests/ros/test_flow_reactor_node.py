@@ -4,6 +4,7 @@ through /flow_reactor/run_flow_experiment, and configure failing on a missing po
 
 from __future__ import annotations
 
+import json
 import pathlib
 import threading
 import time
@@ -24,8 +25,10 @@ def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir
     tp = twin["twin_node"]["ros__parameters"]
     tp["real_time_factor"] = 20.0
     tp["clock_rate_hz"] = 100.0
-    tp["subsystems"] = ('[{"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin", '
-                        '"params": {"emulator_kwargs": {"thermostat": {"tau_s": 10.0}}}}]')
+    subsystems = json.loads(tp["subsystems"])
+    reactor = next(s for s in subsystems if s["name"] == "flow_reactor")
+    reactor["params"]["emulator_kwargs"] = {"thermostat": {"tau_s": 10.0}}
+    tp["subsystems"] = json.dumps(subsystems)
     (params_dir / "twin_node.yaml").write_text(yaml.safe_dump(twin))
     flow = yaml.safe_load((REPO / "config/twin/flow_reactor.yaml").read_text())
     fp = flow["flow_reactor_node"]["ros__parameters"]
@@ -44,6 +47,11 @@ def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir
              "lifecycle": True, "use_sim_time": True},
         ],
     }
+    hplc = yaml.safe_load((REPO / "config/twin/hplc_node.yaml").read_text())
+    hplc["hplc_node"]["ros__parameters"]["run_time_min"] = 7.2
+    (params_dir / "hplc_node.yaml").write_text(yaml.safe_dump(hplc))
+    manifest["nodes"].append({"name": "hplc_node", "executable": "hplc_node", "params": "hplc_node.yaml",
+                              "lifecycle": True, "use_sim_time": True})
     path = tmp_path / "flow_twin_test.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path
@@ -110,6 +118,22 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     last = states[-1][1]
     assert last.lifecycle_state == "active" and list(last.pump_names)[0] == "pump_dfnb"
     assert all(f == 0.0 for f in last.pump_flow_setpoint_ml_min)
+
+    # the collected vial went to the HPLC's rack: measure it there
+    from aichemist_interfaces.action import MeasureSample
+
+    assert _change_state(ros_probe, "hplc_node", Transition.TRANSITION_CONFIGURE)
+    assert _change_state(ros_probe, "hplc_node", Transition.TRANSITION_ACTIVATE)
+    record = json.loads(result.result_json)
+    assert record["collected_vial"] == "vial_1"
+    hplc_client = ActionClient(ros_probe, MeasureSample, "/hplc/measure_sample")
+    sample = call_action(hplc_client, MeasureSample.Goal(sample_id="ros-1", vial="vial_1",
+                                                         conc_dfnb_fed_m=record["conc_dfnb_fed_m"]),
+                         timeout_s=120.0)
+    assert sample.code == 0, sample.message
+    assert len(sample.times_min) > 100 and max(sample.signal_mau) > 10.0
+    assert "ortho" in list(sample.peak_names)
+    assert sample.yield_fraction == pytest.approx(result.yield_fraction, abs=0.05)
 
     # deactivate -> safe state; a goal is then refused with a typed error
     assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_DEACTIVATE)
