@@ -94,10 +94,34 @@ class TwinLab:
         raise StepTimeout(f"the bridge at {self.url} was not ready within {timeout_s:g} s ({last}); "
                           f"see {self.run_dir / 'lab.log'}")
 
+    def wait_operational(self, devices: tuple[str, ...] = ("flow_reactor",),
+                         nodes: tuple[str, ...] = ("/planner_node", "/bridge_node"), timeout_s: float = 120.0) -> dict[str, Any]:
+        """Wait until the lab reports (GET /v1/lab/status) the given nodes up and the given
+        devices' lifecycle nodes active, so the first task does not meet a lab still starting."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        status: dict[str, Any] = {}
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        while time.monotonic() < deadline:
+            try:
+                status = httpx.get(self.url + "/v1/lab/status", headers=headers, timeout=5.0).json()
+            except (httpx.HTTPError, ValueError):
+                status = {}
+            up = set(status.get("nodes") or [])
+            states = {d: (status.get("devices") or {}).get(d, {}).get("lifecycle_state") for d in devices}
+            if set(nodes) <= up and all(st == "active" for st in states.values()):
+                return status
+            time.sleep(0.25)
+        raise StepTimeout(f"the lab did not become operational within {timeout_s:g} s: nodes up "
+                          f"{sorted(status.get('nodes') or [])}, devices {status.get('devices', {})}; "
+                          f"see {self.run_dir / 'lab.log'}")
+
     def __enter__(self) -> "TwinLab":
         self.launcher.start()
         try:
             self.wait_ready()
+            self.wait_operational()
         except BaseException:
             self.close()
             raise
@@ -161,7 +185,7 @@ class ReferenceModelService:
                 out = ExperimentOutcome(task_id, conditions, final["status"], message=final.get("message") or "",
                                         wall_s=time.monotonic() - t0)
                 if final["status"] == "succeeded":
-                    out.outcome = _outcome_of(self.client.result(task_id).get("result", {}))
+                    out.outcome = _outcome_of(self.client.result(task_id))
                     told_c.append(conditions)
                     told_o.append({o["name"]: out.outcome.get(o["name"]) for o in self.objectives})
                 outcomes.append(out)

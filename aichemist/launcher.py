@@ -142,6 +142,18 @@ def node_command(node: NodeSpec, params_file: Optional[pathlib.Path], python: st
     return cmd
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the launcher dies, even by SIGKILL, so no node
+    outlives it (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 _COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96]
 
 
@@ -198,7 +210,8 @@ class Launcher:
 
     def _spawn(self, child: _Child) -> None:
         child.proc = subprocess.Popen(child.cmd, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
         child.reader = threading.Thread(target=self._pump, args=(child, child.proc), daemon=True)
         child.reader.start()
         self._emit(child, f"started (pid {child.proc.pid})", meta=True)

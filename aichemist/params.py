@@ -82,6 +82,31 @@ def flatten(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, An
     return out
 
 
+def leaf_defaults(model: type[BaseModel], prefix: str = "", instance: Any = None) -> dict[str, Any]:
+    """Dotted name -> default of every leaf field. A sub-model field whose default is an
+    instance (or a factory) gives its leaves that instance's values, so declaring the leaves one
+    by one (ROS parameters) keeps the model's defaults."""
+    from pydantic_core import PydanticUndefined
+
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        full = f"{prefix}{name}"
+        if instance is not None:
+            default = getattr(instance, name)
+        elif info.default is not PydanticUndefined:
+            default = info.default
+        elif info.default_factory is not None:
+            default = info.default_factory()
+        else:
+            default = PydanticUndefined
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(leaf_defaults(ann, full + ".", default if isinstance(default, BaseModel) else None))
+        else:
+            out[full] = default
+    return out
+
+
 def unflatten(values: dict[str, Any]) -> dict[str, Any]:
     """{'a.b': 1} -> {'a': {'b': 1}}; keys without dots pass through."""
     out: dict[str, Any] = {}

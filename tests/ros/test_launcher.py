@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import pathlib
 import signal
 import subprocess
@@ -112,3 +113,23 @@ def test_sigterm_to_aichemist_up_stops_every_node(tmp_path):
     reader.join(timeout=5)
     assert not _alive(node_pid[0]), "the node outlived the launcher"
     assert any("stopped (exit code" in line for line in output), "".join(output)
+
+
+def test_nodes_do_not_outlive_a_killed_launcher(tmp_path):
+    """Even a SIGKILLed `aichemist up` leaves no node behind (PR_SET_PDEATHSIG)."""
+    proc = subprocess.Popen([sys.executable, "-m", "aichemist.cli", "up", str(REPO / "launch/bench.yaml"),
+                             "--arg", f"run_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    assert proc.stdout is not None
+    node_pid = None
+    for line in proc.stdout:
+        if "[noop_device] [launcher] started (pid" in line:
+            node_pid = int(line.split("pid ")[1].rstrip(")\n"))
+            break
+    assert node_pid is not None
+    pidfd = os.pidfd_open(node_pid)
+    proc.kill()
+    proc.wait(timeout=10)
+    readable, _, _ = select.select([pidfd], [], [], 15.0)  # a pidfd is readable when its process exits
+    os.close(pidfd)
+    assert readable, "the node outlived its SIGKILLed launcher"

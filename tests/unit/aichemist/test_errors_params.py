@@ -77,3 +77,25 @@ def test_flatten_and_unflatten_round_trip_for_ros_parameters():
 def test_configuration_error_is_raised_for_node_parameters():
     with pytest.raises(ConfigurationError, match="serial.port"):
         validate_config(_PumpParams, {"name": "p", "serial.baudrate": 9600}, what="parameters of pump_node")
+
+
+class _Range(Params):
+    low: float
+    high: float
+    unit: str = ""
+
+
+class _Limits(Params):
+    temp_c: _Range = _Range(low=30, high=120, unit="C")
+
+
+class _NodeParams(Params):
+    journal: str = "j.db"
+    limits: _Limits = Field(default_factory=_Limits)
+
+
+def test_leaf_defaults_come_from_parent_default_instances():
+    from aichemist.params import leaf_defaults
+
+    assert leaf_defaults(_NodeParams) == {"journal": "j.db", "limits.temp_c.low": 30, "limits.temp_c.high": 120,
+                                          "limits.temp_c.unit": "C"}

@@ -1,7 +1,8 @@
 """Brings the lab's lifecycle (hardware) nodes up in order: configure, then activate, each with
-a timeout. On a failure it says which node and which transition, and leaves the rest alone
-(nothing is activated after a failed node). It also offers /lifecycle_manager/shutdown_all to
-deactivate everything (hardware to safe state)."""
+a timeout. On a failure it says which node and which transition, and activates nothing after
+the failed node. It keeps watching: a node that comes back unconfigured (respawned after a
+crash) is brought up again, unless the e-stop is active. /lifecycle_manager/shutdown_all
+deactivates everything (hardware to safe state)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from aichemist.params import Params
-from aichemist_nodes.node_base import declare_params, load_params, spin_node
+from aichemist_nodes.node_base import declare_params, load_params, spin_node, subscribe_estop
 
 
 class LifecycleManagerParams(Params):
@@ -23,6 +24,9 @@ class LifecycleManagerParams(Params):
     autostart: bool = Field(default=True, description="Configure and activate them at start-up")
     service_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Wait for each node's services")
     transition_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Wait for each transition")
+    watch_period_s: float = Field(default=2.0, ge=0.0, le=600,
+                                  description="re-check the nodes this often and bring back any that fell "
+                                              "out of 'active' (0 = do not watch)")
 
 
 def _wait(future, timeout_s: float):  # noqa: ANN001, ANN202
@@ -39,8 +43,30 @@ class LifecycleManager(Node):
         self._group = ReentrantCallbackGroup()
         self.create_service(Trigger, "~/startup", self._on_startup, callback_group=self._group)
         self.create_service(Trigger, "~/shutdown_all", self._on_shutdown_all, callback_group=self._group)
+        self._estop = False
+        self._bringup_lock = threading.Lock()
+        self._shut_down = False
+        subscribe_estop(self, self._on_estop)
         if self.params.autostart:
-            threading.Thread(target=self.startup, daemon=True).start()
+            threading.Thread(target=self._run, daemon=True).start()
+
+    def _on_estop(self, estop: bool, source: str, reason: str) -> None:
+        self._estop = estop
+
+    def _run(self) -> None:
+        """Bring everything up, then keep it up."""
+        self.startup()
+        if self.params.watch_period_s <= 0:
+            return
+        stop = threading.Event()
+        while not stop.wait(self.params.watch_period_s) and self.context.ok():
+            if self._estop or self._shut_down:
+                continue
+            states = {n: self.state_of(n, timeout_s=2.0) for n in self.params.node_names}
+            fallen = [n for n, st in states.items() if st in ("unconfigured", "inactive")]
+            if fallen:
+                self.get_logger().warning(f"not active: {', '.join(f'{n} ({states[n]})' for n in fallen)}; bringing up")
+                self.startup()
 
     def _transition(self, node_name: str, transition_id: int, label: str) -> bool:
         client = self.create_client(ChangeState, f"/{node_name}/change_state", callback_group=self._group)
@@ -61,29 +87,41 @@ class LifecycleManager(Node):
         finally:
             self.destroy_client(client)
 
-    def state_of(self, node_name: str) -> str:
+    def state_of(self, node_name: str, timeout_s: float | None = None) -> str:
+        timeout_s = self.params.service_timeout_s if timeout_s is None else timeout_s
         client = self.create_client(GetState, f"/{node_name}/get_state", callback_group=self._group)
         try:
-            if not client.wait_for_service(timeout_sec=5.0):
+            if not client.wait_for_service(timeout_sec=timeout_s):
                 return "unreachable"
-            res = _wait(client.call_async(GetState.Request()), 5.0)
+            res = _wait(client.call_async(GetState.Request()), timeout_s)
             return "unreachable" if res is None else res.current_state.label
         finally:
             self.destroy_client(client)
 
     def startup(self) -> bool:
-        for name in self.params.node_names:
-            state = self.state_of(name)
-            if state == "active":
-                continue
-            if state == "unconfigured" and not self._transition(name, Transition.TRANSITION_CONFIGURE, "configure"):
-                return False
-            if not self._transition(name, Transition.TRANSITION_ACTIVATE, "activate"):
-                return False
-        self.get_logger().info(f"all {len(self.params.node_names)} lifecycle nodes active")
-        return True
+        with self._bringup_lock:
+            self._shut_down = False
+            for name in self.params.node_names:
+                state = self.state_of(name)
+                if state == "active":
+                    continue
+                if state == "unreachable":
+                    self.get_logger().error(f"{name}: no lifecycle services after {self.params.service_timeout_s:g} s "
+                                            "(is the node running?)")
+                    return False
+                if state == "unconfigured" and not self._transition(name, Transition.TRANSITION_CONFIGURE, "configure"):
+                    return False
+                if state in ("unconfigured", "inactive") and not self._transition(
+                        name, Transition.TRANSITION_ACTIVATE, "activate"):
+                    return False
+                if state not in ("unconfigured", "inactive"):
+                    self.get_logger().error(f"{name}: in state '{state}', cannot bring it up")
+                    return False
+            self.get_logger().info(f"all {len(self.params.node_names)} lifecycle nodes active")
+            return True
 
     def shutdown_all(self) -> bool:
+        self._shut_down = True
         ok = True
         for name in reversed(self.params.node_names):
             if self.state_of(name) == "active":

@@ -8,7 +8,10 @@ exceptions to result codes with ``set_error``. Everything here is ROS plumbing o
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
+import traceback
 import typing
 from typing import Any, Callable, Optional
 
@@ -26,7 +29,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from aichemist.errors import (AIChemistError, Cancelled, CommunicationTimeout, ConfigurationError,
                               ConflictError, EmergencyStop, ResultCode, StepTimeout, error_from_result)
-from aichemist.params import Params, flatten, numeric_bounds, validate_config
+from aichemist.params import Params, flatten, leaf_defaults, numeric_bounds, validate_config
 
 from pydantic_core import PydanticUndefined
 
@@ -72,6 +75,7 @@ def _ros_type(annotation: Any) -> tuple[Parameter.Type, bool]:
 def declare_params(node: Node, model: type[Params]) -> None:
     """Declare every (flattened) field of ``model`` as a typed ROS parameter with its description
     and range. Required fields are declared without a value: the params file must give them."""
+    defaults = leaf_defaults(model)
     for name, annotation, info in flatten(model):
         ptype, as_json = _ros_type(annotation)
         low, high = numeric_bounds(info)
@@ -81,11 +85,10 @@ def declare_params(node: Node, model: type[Params]) -> None:
             desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
         elif ptype == Parameter.Type.INTEGER and low is not None and high is not None:
             desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
-        default = info.default
-        if default is PydanticUndefined and info.default_factory is not None:
-            default = info.default_factory()
+        default = defaults[name]
         try:
-            if default is PydanticUndefined or default is None:
+            # an empty list cannot carry its element type: declare by type, the model gives []
+            if default is PydanticUndefined or default is None or (isinstance(default, (list, tuple)) and not default):
                 node.declare_parameter(name, ptype, desc)
             else:
                 if as_json:
@@ -203,8 +206,11 @@ def call_action(client: ActionClient, goal: Any, *, timeout_s: float, server_tim
     result_future = goal_handle.get_result_async()
     result_future.add_done_callback(lambda _f: done.set())
     waited = 0.0
+    context = client._node.context
     while not done.wait(0.05):
         waited += 0.05
+        if not context.ok():
+            raise Cancelled(f"'{name}': shutting down")
         if cancel_event is not None and cancel_event.is_set():
             goal_handle.cancel_goal_async()
             done.wait(server_timeout_s)
@@ -322,7 +328,7 @@ class HardwareNode(LifecycleNode):
             self.estop_active, self.estop_reason = True, f"{source}: {reason}"
             self._quiet(self.safe_state)
         elif not estop and self.estop_active:
-            self.get_logger().warn(f"e-stop cleared by {source}")
+            self.get_logger().warning(f"e-stop cleared by {source}")
             self.estop_active, self.estop_reason = False, ""
 
     def _quiet(self, fn: Callable[[], None]) -> None:
@@ -339,7 +345,12 @@ class HardwareNode(LifecycleNode):
 # --- main --------------------------------------------------------------------------------
 def spin_node(node_factory: Callable[[], Node], args: Optional[list[str]] = None, threads: int = 4) -> int:
     """Init, spin a MultiThreadedExecutor until Ctrl-C or SIGTERM, then shut down cleanly
-    (hardware nodes go to their safe state on the way out)."""
+    (hardware nodes go to their safe state on the way out).
+
+    An exception escaping a callback is logged with its traceback and the node keeps serving:
+    one bad message must not silently stop a node. The process exits when shutdown is done,
+    even if a worker thread is still blocked in a device call.
+    """
     rclpy.init(args=args)
     node = None
     executor = MultiThreadedExecutor(num_threads=threads)
@@ -347,17 +358,31 @@ def spin_node(node_factory: Callable[[], Node], args: Optional[list[str]] = None
     try:
         node = node_factory()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            try:
+                executor.spin()
+            except (KeyboardInterrupt, ExternalShutdownException):
+                break
+            except Exception as exc:  # noqa: BLE001 - logged, and the node keeps serving
+                node.get_logger().error(f"unhandled exception in a callback: {exc!r}\n{traceback.format_exc()}")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except AIChemistError as exc:
         print(f"[fatal] {exc}", flush=True)
         code = 2
+    except Exception:  # noqa: BLE001
+        print(f"[fatal] {traceback.format_exc()}", flush=True)
+        code = 1
     finally:
         if node is not None:
             if hasattr(node, "on_process_exit"):
                 node.on_process_exit()
-            node.destroy_node()
-        executor.shutdown()
+            try:
+                node.destroy_node()
+            except Exception:  # noqa: BLE001
+                pass
+        executor.shutdown(timeout_sec=5.0)
         rclpy.try_shutdown()
-    return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # do not wait for worker threads still blocked in a device call
