@@ -55,6 +55,8 @@ class BridgeSettings(Params):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     rate_limit_per_s: float = Field(default=20.0, gt=0, le=100000, description="default per API key")
     rate_limit_burst: int = Field(default=40, ge=1, le=100000)
+    auth_cache_s: float = Field(default=1.0, ge=0, le=60,
+                                description="a key revoked from another process is refused within this time")
     sse_poll_s: float = Field(default=0.25, gt=0, le=10)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)
     lab_status_stale_s: float = Field(default=30.0, gt=0, description="older node reports are 'stale'")

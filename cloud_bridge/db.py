@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import threading
 from typing import Iterator
 
 from alembic import command
@@ -46,7 +47,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         if database and database != ":memory:":
             pathlib.Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=pool_size, max_overflow=20)
+                               pool_size=pool_size, max_overflow=10)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -66,7 +67,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it would add a round trip to every request. A connection broken by a database
+    # restart fails one request (503, retryable) and the pool is then refreshed.
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
 
 
 class Database:
@@ -77,6 +80,9 @@ class Database:
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.sqlite = is_sqlite(self.url)
         write_engine = self.engine.execution_options(**{_IMMEDIATE: True}) if self.sqlite else self.engine
+        # SQLite has one writer at a time. Threads of this process queue on a lock instead of in
+        # SQLite's busy handler, whose sleeps (up to 100 ms each) would make the latency tail.
+        self._write_lock = threading.RLock() if self.sqlite else contextlib.nullcontext()
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(write_engine, expire_on_commit=False)
 
@@ -87,7 +93,7 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        with self._write() as session, session.begin():
+        with self._write_lock, self._write() as session, session.begin():
             yield session
 
     def upgrade(self, revision: str = "head") -> None:

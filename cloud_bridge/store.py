@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -127,6 +129,7 @@ def revoke_key(db: Database, key_id: str, *, clock: Clock | None = None) -> None
         if row.revoked_at is None:
             row.revoked_at = clock.now()
         _audit(s, key_id="", lab=row.lab, action="key.revoke", target=key_id, outcome="ok", clock=clock)
+    _forget_key(db, key_id)
 
 
 def list_keys(db: Database, lab: str | None = None) -> list[dict[str, Any]]:
@@ -139,18 +142,48 @@ def list_keys(db: Database, lab: str | None = None) -> list[dict[str, Any]]:
                  "revoked": k.revoked_at is not None} for k in s.scalars(q)]
 
 
-def authenticate(db: Database, presented: str | None) -> Principal:
+# Successful authentications, kept for a short time: (database url, sha256 of the key) ->
+# (expires at, principal). Revocation in this process clears the entry at once; a revocation from
+# another process (the CLI) takes effect within the cache time.
+_auth_cache: dict[tuple[str, str], tuple[float, Principal]] = {}
+_auth_cache_lock = threading.Lock()
+
+
+def _forget_key(db: Database, key_id: str) -> None:
+    with _auth_cache_lock:
+        for k in [k for k, (_, p) in _auth_cache.items() if k[0] == db.url and p.key_id == key_id]:
+            del _auth_cache[k]
+
+
+def authenticate(db: Database, presented: str | None, *, cache_s: float = 0.0) -> Principal:
     """Resolve a bearer key to a principal; AuthenticationError (401) otherwise."""
     if not presented:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     key_id = split_key(presented)
     if key_id is None:
         raise AuthenticationError("malformed API key")
+    digest = hash_secret(presented)
+    if cache_s > 0:
+        now = time.monotonic()
+        with _auth_cache_lock:
+            hit = _auth_cache.get((db.url, digest))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        who = _authenticate_db(db, key_id, digest)
+        with _auth_cache_lock:
+            if len(_auth_cache) > 10000:
+                _auth_cache.clear()
+            _auth_cache[(db.url, digest)] = (now + cache_s, who)
+        return who
+    return _authenticate_db(db, key_id, digest)
+
+
+def _authenticate_db(db: Database, key_id: str, digest: str) -> Principal:
     with db.engine.connect() as conn:
         row = conn.execute(select(ApiKey.id, ApiKey.secret_hash, ApiKey.lab, ApiKey.kind, ApiKey.scopes,
                                   ApiKey.name, ApiKey.rate_limit_per_s, ApiKey.revoked_at)
                            .where(ApiKey.id == key_id)).first()
-    if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(presented)):
+    if row is None or not hmac.compare_digest(row.secret_hash, digest):
         raise AuthenticationError("unknown API key", key_id=key_id)
     if row.revoked_at is not None:
         raise AuthenticationError("revoked API key", key_id=key_id)
