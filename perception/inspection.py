@@ -31,7 +31,7 @@ from perception.camera import CameraIntrinsics
 from perception.errors import ImageQualityError, UntrustworthyEstimate
 from perception.fiducials import FiducialDetection, FiducialDetector, FiducialParams, to_rgb_float
 from perception.geometry import invert
-from perception.rack import RackGeometry
+from perception.rack import GridRackGeometry, RackGeometry
 
 
 class InspectionParams(Params):
@@ -75,6 +75,16 @@ def _sample(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _project_points(intrinsics: CameraIntrinsics, rack_in_camera: np.ndarray, pts_rack: np.ndarray) -> np.ndarray:
+    """Pixels of Nx3 rack-frame points (with the camera's distortion)."""
+    pc = (rack_in_camera[:3, :3] @ pts_rack.T).T + rack_in_camera[:3, 3]
+    if np.any(pc[:, 2] <= 0.01):
+        raise UntrustworthyEstimate("rack slots are behind the camera")
+    rvec, _ = cv2.Rodrigues(np.eye(3))
+    px, _ = cv2.projectPoints(pc, rvec, np.zeros(3), intrinsics.camera_matrix, intrinsics.dist_coeffs)
+    return px.reshape(-1, 2)
+
+
 class RackInspector:
     def __init__(self, geometry: RackGeometry, params: Optional[InspectionParams] = None,
                  detector: Optional[FiducialDetector] = None) -> None:
@@ -94,12 +104,7 @@ class RackInspector:
         return result
 
     def _project(self, intrinsics: CameraIntrinsics, rack_in_camera: np.ndarray, pts_rack: np.ndarray) -> np.ndarray:
-        pc = (rack_in_camera[:3, :3] @ pts_rack.T).T + rack_in_camera[:3, 3]
-        if np.any(pc[:, 2] <= 0.01):
-            raise UntrustworthyEstimate("rack slots are behind the camera")
-        rvec, _ = cv2.Rodrigues(np.eye(3))
-        px, _ = cv2.projectPoints(pc, rvec, np.zeros(3), intrinsics.camera_matrix, intrinsics.dist_coeffs)
-        return px.reshape(-1, 2)
+        return _project_points(intrinsics, rack_in_camera, pts_rack)
 
     @staticmethod
     def _ray_exit_heights(cam: np.ndarray, front: np.ndarray, z: np.ndarray, radius: float, axis: np.ndarray
@@ -213,4 +218,92 @@ class RackInspector:
             confidence = float(np.clip(min(margins), 0.0, 1.0))
             out.slots.append(SlotResult(i, g.slot_name(i), bool(occupied), bool(cap), level, occ_score, cap_score,
                                         confidence))
+        return out
+
+
+class TopViewParams(Params):
+    occupied_score: float = Field(0.05, gt=0.0, le=2.0, description="slot floor vs rack plate (empty < 0.03, glass > 0.09)")
+    cap_score: float = Field(0.35, gt=0.0, le=2.0, description="cap (coloured/dark) vs rack plate")
+    min_plate_level: float = Field(0.12, gt=0.0, le=1.0)
+    min_slot_px: float = Field(6.0, gt=0.0, le=1000.0)
+
+
+class TopViewRackInspector:
+    """Occupancy and caps of a grid rack from a camera above it (station cameras, wrist looking down).
+
+    Each slot's vial top (a disk at the vial's height) is projected into the image and its colour
+    divided by the rack plate's colour sampled between the slots; a vial top differs from the plate
+    (score as in ``RackInspector``), a cap strongly. The liquid level is not visible from above:
+    ``liquid_level_fraction`` is NaN.
+    """
+
+    def __init__(self, geometry: GridRackGeometry, params: Optional[TopViewParams] = None,
+                 detector: Optional[FiducialDetector] = None) -> None:
+        self.geometry = geometry
+        self.params = params or TopViewParams()
+        self.detector = detector or FiducialDetector(FiducialParams(marker_side_m=geometry.marker_side_m,
+                                                                    max_blur_sigma_px=2.0,
+                                                                    max_blur_cell_fraction=0.5))
+
+    def inspect(self, image: np.ndarray, intrinsics: CameraIntrinsics) -> RackInspection:
+        det = self.detector.locate_marker(image, intrinsics, self.geometry.marker_id)
+        rack_in_camera = det.marker_in_camera @ invert(self.geometry.marker_in_rack())
+        result = self.inspect_at(image, intrinsics, rack_in_camera)
+        result.marker = det
+        return result
+
+    def inspect_at(self, image: np.ndarray, intrinsics: CameraIntrinsics, rack_in_camera: np.ndarray) -> RackInspection:
+        g, p = self.geometry, self.params
+        rgb = to_rgb_float(image)
+        if rgb.shape[:2] != (intrinsics.height, intrinsics.width):
+            raise ImageQualityError(f"image {rgb.shape[1]}x{rgb.shape[0]} does not match the camera info "
+                                    f"{intrinsics.width}x{intrinsics.height}")
+        def project(_self, k, t, pts):
+            return _project_points(k, t, pts)
+        out = RackInspection(g.name, rack_in_camera)
+        ring = [(r * np.cos(t), r * np.sin(t)) for r in (0.0, 0.3, 0.55) for t in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+        # the plate's colour: the points between slots (inside the plate, never under a vial)
+        h = g.pitch_m / 2
+        between = [g.slot_bottom(i) + [h, -h, 0.0] for i in range(g.rows * g.cols)
+                   if i // g.cols < g.rows - 1 and i % g.cols < g.cols - 1]
+        if not between:  # one row or one column: between neighbours along it
+            step = [h, 0.0, 0.0] if g.cols == 1 else [0.0, -h, 0.0]
+            between = [g.slot_bottom(i) + step for i in range(g.rows * g.cols - 1)] or [g.slot_bottom(0) + [h, 0, 0]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            plate_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera, np.array(between))), axis=0)
+        for i, name in enumerate(g.slot_names()):
+            bottom = g.slot_bottom(i)
+            top = bottom + [0.0, 0.0, g.vial_height_m]
+
+            def disk(centre, scale=1.0):
+                return np.array([centre + [scale * g.vial_radius_m * dx, scale * g.vial_radius_m * dy, 0.0]
+                                 for dx, dy in ring])
+
+            ends = project(self, intrinsics, rack_in_camera, np.array([top + [g.vial_radius_m, 0, 0],
+                                                                        top - [g.vial_radius_m, 0, 0]]))
+            if np.linalg.norm(ends[0] - ends[1]) < p.min_slot_px:
+                raise UntrustworthyEstimate(f"rack {g.name}: vials under {p.min_slot_px} px wide in the image")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                # where the slot's floor projects: the plate itself when empty, the vial when not
+                floor_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera,
+                                                              disk(bottom + [0, 0, 0.001], 0.6))), axis=0)
+                top_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera, disk(top, 0.7))), axis=0)
+            if not (np.all(np.isfinite(floor_rgb)) and np.all(np.isfinite(top_rgb)) and np.all(np.isfinite(plate_rgb))):
+                raise UntrustworthyEstimate(f"rack {g.name}: slot {name} is not fully inside the image")
+            if plate_rgb.mean() < p.min_plate_level:
+                raise ImageQualityError(f"rack {g.name}: rack plate too dark to inspect "
+                                        f"(mean {plate_rgb.mean():.2f} < {p.min_plate_level})")
+            ref = np.maximum(plate_rgb, 1e-3)
+            # unclipped: a glass vial seen from above may be brighter than the plate (its top faces the lights)
+            occ_score = float(np.linalg.norm(floor_rgb / ref - 1.0))
+            # a cap absorbs (dark or coloured): only absorption counts
+            cap_score = float(np.linalg.norm(np.minimum(top_rgb / ref, 1.0) - 1.0))
+            occupied = occ_score > p.occupied_score
+            cap = occupied and cap_score > p.cap_score
+            margin = min(abs(occ_score - p.occupied_score) / p.occupied_score,
+                         abs(cap_score - p.cap_score) / p.cap_score)
+            out.slots.append(SlotResult(i, f"{g.name}/{name}", bool(occupied), bool(cap), float("nan"), occ_score,
+                                        cap_score, float(np.clip(margin, 0.0, 1.0))))
         return out

@@ -52,3 +52,38 @@ class RackGeometry(Params):
     def marker_in_rack(self) -> np.ndarray:
         """4x4 pose of the marker frame in the rack frame."""
         return make_transform(R_RACK_MARKER, self.marker_center_rack_m)
+
+
+class GridRackGeometry(Params):
+    """A rows x cols rack seen from above (autosampler trays, reagent racks), in a station frame.
+
+    Mirrors the lab description (sim/world/lab.yaml, manipulation.layout): slot A1 at
+    ``first_slot_xyz_m`` (the vial's bottom), rows along +x, columns along -y, the station's tag
+    lying at ``marker_xyz_m``/``marker_rpy_rad`` in the same frame. From above, occupancy and caps
+    are visible; the liquid level is not (reported as unknown).
+    """
+
+    name: str = "rack"
+    marker_id: int = Field(10, ge=0, le=586)
+    marker_side_m: float = Field(0.05, gt=0.0, le=0.5)
+    marker_xyz_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    marker_rpy_rad: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rows: int = Field(2, ge=1, le=26)
+    cols: int = Field(4, ge=1, le=20)
+    pitch_m: float = Field(0.04, gt=0.0, le=0.2)
+    first_slot_xyz_m: tuple[float, float, float] = (0.05, 0.06, 0.015)
+    vial_radius_m: float = Field(0.006, gt=0.0, le=0.05)
+    vial_height_m: float = Field(0.032, gt=0.0, le=0.2, description="bottom to top, cap included")
+
+    def slot_names(self) -> list[str]:
+        return [f"{chr(ord('A') + r)}{c + 1}" for r in range(self.rows) for c in range(self.cols)]
+
+    def slot_bottom(self, index: int) -> np.ndarray:
+        row, col = divmod(index, self.cols)
+        x0, y0, z0 = self.first_slot_xyz_m
+        return np.array([x0 + row * self.pitch_m, y0 - col * self.pitch_m, z0])
+
+    def marker_in_rack(self) -> np.ndarray:
+        from perception.geometry import rpy_to_matrix
+
+        return make_transform(rpy_to_matrix(*self.marker_rpy_rad), self.marker_xyz_m)

@@ -44,12 +44,14 @@ class CameraEffects(Params):
     blur_sigma_max_px: float = Field(0.6, ge=0.0, le=20.0, description="defocus blur sigma drawn in [0, max]")
     depth_noise_coeff: float = Field(0.0015, ge=0.0, le=0.1, description="depth sigma = coeff * z^2, m")
     depth_dropout: float = Field(0.002, ge=0.0, le=0.5, description="fraction of depth pixels reported as 0")
+    auto_exposure: bool = Field(True, description="lower the exposure while > 0.5 % of pixels saturate, as a "
+                                                  "real camera's auto exposure does (white plates stay below 255)")
 
     @classmethod
     def none(cls) -> "CameraEffects":
         return cls(light_scale_min=1.0, light_scale_max=1.0, light_jitter_m=0.0, ambient_min=0.1,
                    ambient_max=0.1, gain_min=1.0, gain_max=1.0, noise_sigma=0.0, blur_sigma_max_px=0.0,
-                   depth_noise_coeff=0.0, depth_dropout=0.0)
+                   depth_noise_coeff=0.0, depth_dropout=0.0, auto_exposure=False)
 
 
 def apply_image_effects(rgb: np.ndarray, rng: np.random.Generator, *, gain: float = 1.0,
@@ -94,6 +96,8 @@ class MujocoCamera:
         self._nominal_pos = model.light_pos.copy()
         self._nominal_headlight = (model.vis.headlight.ambient.copy(), model.vis.headlight.diffuse.copy())
         self.last_light_scale = 1.0
+        self._ambient = float(model.vis.headlight.ambient[0])
+        self.exposure = 1.0  # auto exposure state, kept from frame to frame like a real camera's
 
     # --- pose ------------------------------------------------------------------------------
     def pose_world(self) -> np.ndarray:
@@ -118,12 +122,17 @@ class MujocoCamera:
         e, m = self.effects, self.model
         scale = self.rng.uniform(e.light_scale_min, e.light_scale_max)
         self.last_light_scale = float(scale)
-        m.light_diffuse[:] = np.clip(self._nominal_diffuse * scale, 0.0, 1.0)
+        self._ambient = self.rng.uniform(e.ambient_min, e.ambient_max)
         if e.light_jitter_m > 0 and m.nlight:
             m.light_pos[:] = self._nominal_pos + self.rng.uniform(-e.light_jitter_m, e.light_jitter_m,
                                                                   self._nominal_pos.shape)
-        amb = self.rng.uniform(e.ambient_min, e.ambient_max)
-        m.vis.headlight.ambient[:] = amb
+        self._apply_exposure()
+
+    def _apply_exposure(self) -> None:
+        m, x = self.model, self.exposure
+        m.light_diffuse[:] = np.clip(self._nominal_diffuse * self.last_light_scale * x, 0.0, 1.0)
+        m.vis.headlight.ambient[:] = self._ambient * x
+        m.vis.headlight.diffuse[:] = self._nominal_headlight[1] * x
 
     def render_rgb(self, *, randomise: bool = True) -> np.ndarray:
         if randomise:
@@ -132,6 +141,18 @@ class MujocoCamera:
         rgb = self._renderer.render()
         if not randomise:
             return rgb.copy()
+        if self.effects.auto_exposure:
+            # settle within the frame (a real camera takes a few frames; the twin has no need to)
+            for _ in range(4):
+                saturated = np.count_nonzero(rgb[::2, ::2].max(axis=2) >= 254) / (rgb.shape[0] * rgb.shape[1] / 4)
+                if saturated <= 0.005:
+                    break
+                self.exposure *= 0.8
+                self._apply_exposure()
+                self._renderer.update_scene(self.data, camera=self.cam_id)
+                rgb = self._renderer.render()
+            if np.percentile(rgb[::4, ::4], 99) < 170 and self.exposure < 1.0:
+                self.exposure = min(1.0, self.exposure * 1.1)
         e = self.effects
         return apply_image_effects(rgb, self.rng, gain=self.rng.uniform(e.gain_min, e.gain_max),
                                    noise_sigma=e.noise_sigma,

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from perception.geometry import make_transform, matrix_to_quat
-from perception.rack import RackGeometry
+from perception.rack import GridRackGeometry, RackGeometry
 from sim.cameras import MUJOCO_TO_OPTICAL
 
 import mujoco  # noqa: E402  (sim.cameras has set MUJOCO_GL)
@@ -159,6 +159,36 @@ class SceneBuilder:
         self._bodies.append("".join(parts))
         self._racks[g.name] = (g, rack_in_world.copy(), list(vials))
         self.add_marker(g.marker_id, rack_in_world @ g.marker_in_rack(), g.marker_side_m, backing=False)
+
+    def add_grid_rack(self, geometry: GridRackGeometry, station_in_world: np.ndarray, vials: list[VialTruth],
+                      *, plate_rgba: str = "0.95 0.95 0.95 1") -> None:
+        """A tray rack in a station frame (as in sim/world): white plate, glass vials with blue caps,
+        the station tag lying at its pose in the same frame."""
+        g = geometry
+        if len(vials) != g.rows * g.cols:
+            raise ValueError(f"rack {g.name}: {len(vials)} vials for {g.rows * g.cols} slots")
+        q = matrix_to_quat(station_in_world[:3, :3])
+        x0, y0, z0 = g.first_slot_xyz_m
+        cx, cy = x0 + (g.rows - 1) * g.pitch_m / 2, y0 - (g.cols - 1) * g.pitch_m / 2
+        parts = [f'<body name="{g.name}" pos="{_fmt(station_in_world[:3, 3])}" quat="{_fmt([q[3], q[0], q[1], q[2]])}">',
+                 f'<geom type="box" size="{g.rows * g.pitch_m / 2:.6g} {g.cols * g.pitch_m / 2:.6g} {z0 / 2:.6g}" '
+                 f'pos="{cx:.6g} {cy:.6g} {z0 / 2:.6g}" rgba="{plate_rgba}" contype="0" conaffinity="0"/>']
+        cap_h = 0.006
+        for i, v in enumerate(vials):
+            if not v.present:
+                continue
+            b = g.slot_bottom(i)
+            body_h = g.vial_height_m - (cap_h if v.cap else 0.0)
+            parts.append(f'<geom type="cylinder" size="{g.vial_radius_m:.6g} {body_h / 2:.6g}" '
+                         f'pos="{b[0]:.6g} {b[1]:.6g} {b[2] + body_h / 2:.6g}" rgba="0.8 0.9 1 0.6" '
+                         f'contype="0" conaffinity="0"/>')
+            if v.cap:
+                parts.append(f'<geom type="cylinder" size="{g.vial_radius_m + 0.0005:.6g} {cap_h / 2:.6g}" '
+                             f'pos="{b[0]:.6g} {b[1]:.6g} {b[2] + g.vial_height_m - cap_h / 2:.6g}" '
+                             f'rgba="0.1 0.2 0.7 1" contype="0" conaffinity="0"/>')
+        parts.append("</body>")
+        self._bodies.append("".join(parts))
+        self.add_marker(g.marker_id, station_in_world @ g.marker_in_rack(), g.marker_side_m)
 
     def add_vial(self, name: str, base_in_world: np.ndarray, radius_m: float = 0.0075, height_m: float = 0.045,
                  rgba: str = "0.55 0.3 0.1 1") -> None:
