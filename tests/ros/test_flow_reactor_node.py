@@ -135,6 +135,19 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     assert "ortho" in list(sample.peak_names)
     assert sample.yield_fraction == pytest.approx(result.yield_fraction, abs=0.05)
 
+    # the e-stop topic: safe state at once, goals refused while it is latched, cleared again
+    from aichemist.errors import EmergencyStop
+    from aichemist_interfaces.msg import SafetyState
+    from aichemist_nodes.node_base import ESTOP_QOS, ESTOP_TOPIC
+
+    estop_pub = ros_probe.create_publisher(SafetyState, ESTOP_TOPIC, ESTOP_QOS)
+    estop_pub.publish(SafetyState(estop=True, source="test", reason="button"))
+    assert _wait_for(lambda: states[-1][1].phase == "safe" and states[-1][1].safe, 10.0)
+    with pytest.raises(EmergencyStop, match="e-stop"):
+        call_action(client, goal, timeout_s=30.0)
+    estop_pub.publish(SafetyState(estop=False, source="test", reason="reset"))
+    assert _wait_for(lambda: states[-1][1].phase == "idle", 10.0)
+
     # deactivate -> safe state; a goal is then refused with a typed error
     assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_DEACTIVATE)
     from aichemist.errors import ConflictError
