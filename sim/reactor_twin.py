@@ -214,21 +214,29 @@ class ReactorPhysics:
 
     def _step_transport_and_reaction(self, dt_s: float, q_ml_s: float, inlet: np.ndarray,
                                      temp_c: float) -> np.ndarray:
-        k_per_s = self._rate_constants_per_s(temp_c)
         exchange = q_ml_s / self._cell_volume_ml  # 1/s per cell
+        nr = self._n_reactor
+        # no amine, or nothing to substitute: no reaction (solvent-only priming, heating, flushing)
+        c1_max = float(self.conc[1, :nr].max()) + float(inlet[1])
+        reacting = c1_max > 0 and (float(inlet[0]) > 0 or float(self.conc[0, :nr].max()) > 0
+                                   or float(self.conc[2:4, :nr].max()) > 0)
+        fastest = float(exchange.max())
+        if reacting:
+            k_per_s = self._rate_constants_per_s(temp_c)
+            fastest += (k_per_s["ka"] + k_per_s["kb"] + k_per_s["kc"]) * c1_max
+        if fastest == 0.0:  # no flow, no reaction: nothing changes
+            return self.conc[:, -1].copy()
         # explicit stepping; sub-steps keep it stable and accurate for fast flow or fast kinetics
-        c1_max = float(self.conc[1].max(initial=0.0)) + float(inlet[1])
-        fastest = float(exchange.max()) + (k_per_s["ka"] + k_per_s["kb"]) * c1_max + k_per_s["kc"] * c1_max
         n_sub = max(1, math.ceil(dt_s * fastest / 0.4))
         h = dt_s / n_sub
         out_sum = np.zeros(_N_SPECIES)
-        nr = self._n_reactor
         for _ in range(n_sub):
             upstream = np.empty_like(self.conc)
             upstream[:, 0] = inlet
             upstream[:, 1:] = self.conc[:, :-1]
             d = exchange * (upstream - self.conc)
-            snar.add_reaction_rates(self.conc[:, :nr], k_per_s, self.config.model, d[:, :nr])
+            if reacting:
+                snar.add_reaction_rates(self.conc[:, :nr], k_per_s, self.config.model, d[:, :nr])
             out_sum += self.conc[:, -1]
             self.conc += h * d
             np.maximum(self.conc, 0.0, out=self.conc)
