@@ -93,7 +93,8 @@ def main() -> int:
         print(f"[{i + 1}/{args.experiments}] tau={cond.residence_time_min} min T={cond.temp_c} C "
               f"eq={cond.equivalents} c={cond.conc_dfnb_m} M: yield={result.yield_fraction:.3f} "
               f"t_ss={result.time_to_steady_state_s:.0f} s ratio={ratio:.2f} "
-              f"ortho={measured:.4f} M (asymptote {truth:.4f}, {100 * off:.1f} %{' PREMATURE' if early else ''}) "
+              f"ortho={measured:.4f} M (asymptote {truth:.4f}, {100 * off:.1f} %"
+              f"{' PREMATURE' if early else ''}) "
               f"sim={sim:.0f} s wall={wall:.1f} s", file=sys.stderr, flush=True)
     speedup = sim_total / wall_total
     print(f"sim={sim_total:.0f} s wall={wall_total:.1f} s ratios min={min(ratios):.2f} max={max(ratios):.2f}",

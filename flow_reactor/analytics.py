@@ -62,7 +62,8 @@ class BeerLambertCalibration:
         solution, _residual = nnls(self.matrix(), np.asarray(absorbance_au, dtype=float))
         return {s: float(c) for s, c in zip(self.species, solution)}
 
-    def concentrations_from_spectrum(self, wavelengths_nm: np.ndarray, absorbance_au: np.ndarray) -> dict[str, float]:
+    def concentrations_from_spectrum(self, wavelengths_nm: np.ndarray,
+                                     absorbance_au: np.ndarray) -> dict[str, float]:
         a = np.interp(self.wavelengths_nm, wavelengths_nm, absorbance_au)
         return self.concentrations(a)
 

@@ -269,11 +269,13 @@ class FlowReactorController:
         needed = self._reagent_needed_ml(cond, flows, total)
         for stock, need in needed.items():
             if need > self.stock_remaining_ml[stock]:
-                raise LimitError(f"{stock}_stock_ml", round(need, 3), round(self.stock_remaining_ml[stock], 3),
-                                 bound="max", unit="mL", device=f"stock_{stock}")
+                raise LimitError(f"{stock}_stock_ml", round(need, 3),
+                                 round(self.stock_remaining_ml[stock], 3), bound="max", unit="mL",
+                                 device=f"stock_{stock}")
         return FlowPlan(cond, flows, total, needed)
 
-    def _reagent_needed_ml(self, cond: FlowConditions, flows: dict[str, float], total: float) -> dict[str, float]:
+    def _reagent_needed_ml(self, cond: FlowConditions, flows: dict[str, float],
+                           total: float) -> dict[str, float]:
         """Worst case: maximum wait for steady state, measurement and collection at run flows;
         priming and flushing in solvent."""
         p = self.params
@@ -530,8 +532,9 @@ class FlowReactorController:
 
     def _fed_concentrations(self, plan: FlowPlan) -> dict[str, float]:
         total = plan.total_flow_ml_min
-        return {"dfnb": plan.flows_ml_min["pump_dfnb"] * self.params.stocks.dfnb_m / total,
-                "pyrrolidine": plan.flows_ml_min["pump_pyrrolidine"] * self.params.stocks.pyrrolidine_m / total}
+        stocks = self.params.stocks
+        return {"dfnb": plan.flows_ml_min["pump_dfnb"] * stocks.dfnb_m / total,
+                "pyrrolidine": plan.flows_ml_min["pump_pyrrolidine"] * stocks.pyrrolidine_m / total}
 
     # --- sampling and waiting -----------------------------------------------------------------
     def _guarded(self, name: str, fn: Callable[[], Any]) -> Any:

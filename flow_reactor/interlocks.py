@@ -110,29 +110,32 @@ class InterlockMonitor:
         if pressures:
             device, p_max = max(pressures.items(), key=lambda kv: kv[1])
             if p_max > lim.max_pressure_bar:
-                raise InterlockTripped(OVER_PRESSURE, f"over-pressure: {device} reads {p_max:.2f} bar > limit "
-                                   f"{lim.max_pressure_bar:.2f} bar", device=device, pressure_bar=p_max,
-                                   limit_bar=lim.max_pressure_bar)
+                raise InterlockTripped(
+                    OVER_PRESSURE,
+                    f"over-pressure: {device} reads {p_max:.2f} bar > limit {lim.max_pressure_bar:.2f} bar",
+                    device=device, pressure_bar=p_max, limit_bar=lim.max_pressure_bar)
         if stale:
             device = max(stale, key=stale.get)
-            raise InterlockTripped(COMMUNICATION, f"communication lost: no valid reply from {device} for "
-                                    f"{stale[device]:.2f} s (watchdog {lim.watchdog_s:.2f} s)",
-                                    device=device, silent_s=stale[device])
+            raise InterlockTripped(
+                COMMUNICATION,
+                f"communication lost: no valid reply from {device} for {stale[device]:.2f} s "
+                f"(watchdog {lim.watchdog_s:.2f} s)", device=device, silent_s=stale[device])
         for device, should in intent.pumps_should_run.items():
-            running = s.pumps_running.get(device)
-            if should and running is False:
-                raise InterlockTripped(PUMP_STALL, f"pump stall: {device} stopped while it should deliver flow",
-                                device=device)
+            if should and s.pumps_running.get(device) is False:
+                raise InterlockTripped(
+                    PUMP_STALL, f"pump stall: {device} stopped while it should deliver flow", device=device)
         if pressures:
             self._check_pressure_trend(s.t_s, p_max, device)
         if (intent.temp_setpoint_c is not None and intent.temp_reached and s.temp_c is not None
                 and abs(s.temp_c - intent.temp_setpoint_c) > lim.temp_band_c):
-            raise InterlockTripped(TEMPERATURE,
+            raise InterlockTripped(
+                TEMPERATURE,
                 f"temperature out of band: {s.temp_c:.2f} C, setpoint {intent.temp_setpoint_c:.2f} "
                 f"+- {lim.temp_band_c:.2f} C", temp_c=s.temp_c, setpoint_c=intent.temp_setpoint_c)
         if (intent.valve_position is not None and s.valve_position is not None
                 and s.valve_position != intent.valve_position):
-            raise InterlockTripped(VALVE,
+            raise InterlockTripped(
+                VALVE,
                 f"valve position not confirmed: commanded {intent.valve_position}, "
                 f"valve reports {s.valve_position}", commanded=intent.valve_position,
                 reported=s.valve_position)
@@ -146,22 +149,29 @@ class InterlockMonitor:
         flowing = intent.total_flow_ml_min > 0 and any(intent.pumps_should_run.values())
         if not flowing:
             return
+        # only once the flow has settled: pressurising after a flow change is a legitimate rise
         settled = t_s - intent.flow_changed_at_s >= lim.settle_s
-        if (intent.expected_pressure_bar is not None and settled
-                and p_bar > intent.expected_pressure_bar + lim.blockage_margin_bar):
-            raise InterlockTripped(BLOCKAGE, f"blockage: {device} reads {p_bar:.2f} bar, expected "
-                           f"{intent.expected_pressure_bar:.2f} bar at {intent.total_flow_ml_min:.3f} mL/min",
-                           device=device, pressure_bar=p_bar, expected_bar=intent.expected_pressure_bar)
+        if not settled:
+            return
+        expected = intent.expected_pressure_bar
+        if expected is not None and p_bar > expected + lim.blockage_margin_bar:
+            raise InterlockTripped(
+                BLOCKAGE,
+                f"blockage: {device} reads {p_bar:.2f} bar, expected {expected:.2f} bar at "
+                f"{intent.total_flow_ml_min:.3f} mL/min", device=device, pressure_bar=p_bar,
+                expected_bar=expected)
         t_first, p_first = trace[0]
         span = t_s - t_first
-        # only once the flow has settled: pressurising after a flow change is a legitimate rise
-        if settled and span >= 0.8 * lim.rise_window_s and p_bar > self.limits.bpr_pressure_bar:
+        if span >= 0.8 * lim.rise_window_s and p_bar > lim.bpr_pressure_bar:
             rate = (p_bar - p_first) / span
             if rate > lim.max_pressure_rise_bar_s:
-                raise InterlockTripped(BLOCKAGE, f"blockage: pressure rising {rate:.1f} bar/s at {p_bar:.2f} bar with "
-                               f"unchanged flow ({device})", device=device, rise_bar_s=rate,
-                               pressure_bar=p_bar)
-        if settled and p_bar < lim.bpr_pressure_bar - lim.leak_margin_bar:
-            raise InterlockTripped(LEAK, f"leak: {device} reads {p_bar:.2f} bar at {intent.total_flow_ml_min:.3f} mL/min; "
-                       f"the back-pressure regulator alone holds {lim.bpr_pressure_bar:.2f} bar",
-                       device=device, pressure_bar=p_bar, bpr_bar=lim.bpr_pressure_bar)
+                raise InterlockTripped(
+                    BLOCKAGE,
+                    f"blockage: pressure rising {rate:.1f} bar/s at {p_bar:.2f} bar with unchanged flow "
+                    f"({device})", device=device, rise_bar_s=rate, pressure_bar=p_bar)
+        if p_bar < lim.bpr_pressure_bar - lim.leak_margin_bar:
+            raise InterlockTripped(
+                LEAK,
+                f"leak: {device} reads {p_bar:.2f} bar at {intent.total_flow_ml_min:.3f} mL/min; the "
+                f"back-pressure regulator alone holds {lim.bpr_pressure_bar:.2f} bar",
+                device=device, pressure_bar=p_bar, bpr_bar=lim.bpr_pressure_bar)

@@ -74,8 +74,9 @@ class LabTwin:
             name = entry.get("name") or entry["plugin"].rsplit(":", 1)[-1]
             for attribute, other in dict(entry.get("links") or {}).items():
                 if other not in subsystems:
-                    raise ConfigurationError(f"twin subsystem {name!r}: link {attribute!r} names unknown "
-                                             f"subsystem {other!r}", problems=[{"field": "links", "value": other}])
+                    raise ConfigurationError(
+                        f"twin subsystem {name!r}: link {attribute!r} names unknown subsystem {other!r}",
+                        problems=[{"field": "links", "value": other}])
                 setattr(subsystems[name], attribute, subsystems[other])
         return cls(subsystems, **kw)
 
@@ -129,7 +130,8 @@ class TwinParams(Params):
     subsystems: list[dict[str, Any]] = Field(
         default_factory=lambda: [
             {"name": "hplc", "plugin": "sim.emulators.online_hplc:build_online_hplc",
-             "params": {"name": "hplc", "vial_positions": {f"vial_{i}": i for i in range(1, 6)} | {"std": 8}}},
+             "params": {"name": "hplc",
+                        "vial_positions": {f"vial_{i}": i for i in range(1, 6)} | {"std": 8}}},
             {"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin", "params": {},
              "links": {"chromatograph": "hplc"}}],
         description="[{name, plugin: 'module:factory', params: {...}, links: {attribute: subsystem}}]")

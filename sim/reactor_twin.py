@@ -180,7 +180,8 @@ class ReactorPhysics:
 
     # --- stepping ---------------------------------------------------------------------------
     def step(self, dt_s: float, feed_flows_ml_min: Mapping[str, float], temp_c: float,
-             valve_position: int | None = None, collect_positions: frozenset[int] | set[int] = frozenset()) -> None:
+             valve_position: int | None = None,
+             collect_positions: frozenset[int] | set[int] = frozenset()) -> None:
         self.temp_c = temp_c
         q_in = float(sum(max(0.0, q) for q in feed_flows_ml_min.values()))
         self.flow_in_ml_min = q_in

@@ -1,5 +1,7 @@
-"""Fixtures of the flow reactor tests. ``flow_rig``: an in-process twin rig for controller tests: the reactor twin and its emulators on a SimClock,
-the real drivers on loopback transports, the controller from the twin's params file."""
+"""Fixtures of the flow reactor tests.
+
+``flow_rig``: an in-process twin rig for controller tests: the reactor twin and its emulators on a
+SimClock, the real drivers on loopback transports, the controller from the twin's params file."""
 
 from __future__ import annotations
 

@@ -85,7 +85,8 @@ class HplcNode(HardwareNode):
             result.peak_conc_m = [float(p.conc_m) for p in peaks]
             result.yield_fraction = float(out["yield_fraction"])
             result.result_json = json.dumps({"sample_id": goal.sample_id, "vial": goal.vial,
-                                             "conc_m": out["conc_m"], "yield_fraction": out["yield_fraction"]})
+                                             "conc_m": out["conc_m"],
+                                             "yield_fraction": out["yield_fraction"]})
         except AIChemistError as exc:
             set_error(result, exc)
             self.get_logger().error(f"sample {goal.sample_id!r} failed: {exc.error_type}: {exc}")

@@ -34,8 +34,8 @@ class TwinNode(Node):
             host = PtyHost(emulator, os.path.join(self.twin_dir, name)).start()
             self.hosts.append(host)
             self.get_logger().info(f"{name}: {type(emulator).__name__} on {host.link_path}")
-        self._clock_pub = self.create_publisher(ClockMsg, "/clock",
-                                                QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        clock_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock", clock_qos)
         self.runner = RealTimeRunner(self.twin, self.params.real_time_factor,
                                      1.0 / self.params.clock_rate_hz, on_tick=self._publish_clock).start()
         self.get_logger().info(f"twin running at {self.params.real_time_factor:g}x real time, "
