@@ -300,7 +300,7 @@ class EmbeddedPlanner:
         """Verify and time a path. Free-space paths (``densify``) are polylines: each straight
         segment is verified exactly and timed by toppra from rest to rest, so the robot follows
         the verified lines (a spline through corners could cut them). Approach lines are dense,
-        nearly straight IK samples: one clamped spline through them, verified as sampled."""
+        nearly straight IK samples: one natural spline through them, verified as sampled."""
         import toppra as ta
 
         keep = [0]
@@ -322,7 +322,8 @@ class EmbeddedPlanner:
             seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
             s = np.concatenate([[0.0], np.cumsum(seg)])
             s /= s[-1]
-            spline = ta.SplineInterpolator(s, pts, bc_type="clamped")
+            # "natural": a clamped spline (zero path speed at the ends) made toppra crawl
+            spline = ta.SplineInterpolator(s, pts, bc_type="natural")
             if not self._verify_path(spline, margin):
                 return None
             pieces = [spline]
@@ -346,9 +347,18 @@ class EmbeddedPlanner:
         # grid resolution grows with the joint distance (rest-to-rest lines need few points)
         length = float(np.abs(path(path.path_interval[1]) - path(path.path_interval[0])).max())
         n = int(min(self.params.toppra_gridpoints, max(11, 8 + 12 * length)))
-        instance = algo.TOPPRA(self._constraints, path, parametrizer="ParametrizeConstAccel",
-                               gridpoints=np.linspace(*path.path_interval, n))
-        timed = instance.compute_trajectory()
+        # lower bound on the duration: the slowest joint at full speed, plus accelerating
+        dq = np.abs(path(path.path_interval[1]) - path(path.path_interval[0]))
+        bound = float(np.max(dq / self.robot.velocity_limits))
+        timed = None
+        for grid in (n, 101):
+            instance = algo.TOPPRA(self._constraints, path, parametrizer="ParametrizeConstAccel",
+                                   gridpoints=np.linspace(*path.path_interval, grid))
+            timed = instance.compute_trajectory()
+            # a coarse grid can starve toppra's reachable sets (crawling solutions): refine once
+            if timed is not None and timed.duration <= 10 * bound + 2.0:
+                break
+            timed = None
         if timed is None:
             return None
         n = max(10, int(math.ceil(timed.duration / 0.01)) + 1)

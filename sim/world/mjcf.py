@@ -26,6 +26,9 @@ VIAL_BITS = 'contype="2" conaffinity="7"'
 ROBOT_BITS = 'contype="4" conaffinity="0"'
 NO_CONTACT = 'contype="0" conaffinity="0"'
 TAG_WHITE_BORDER_CELLS = 1
+# The twin drives the robot's joints kinematically; a huge armature keeps contact and weld forces
+# from accelerating them between two writes (small armature made the solver unstable).
+ROBOT_ARMATURE = 1.0e4
 TAG_BLACK_CELLS = 8  # tag36h11: 6x6 data bits inside a one-cell black border
 
 
@@ -115,7 +118,7 @@ def robot_bodies_xml(urdf: str | None = None) -> str:
             lim = joint.find("limit")
             kind = "hinge" if joint.get("type") == "revolute" else "slide"
             out.append(f'{indent}  <joint name="{joint.get("name")}" type="{kind}" axis="{axis}" '
-                       f'range="{lim.get("lower")} {lim.get("upper")}" damping="1" armature="0.1"/>')
+                       f'range="{lim.get("lower")} {lim.get("upper")}" damping="1" armature="{ROBOT_ARMATURE}"/>')
         inertial = link.find("inertial")
         if inertial is not None:
             mass = float(inertial.find("mass").get("value"))
@@ -134,10 +137,10 @@ def robot_bodies_xml(urdf: str | None = None) -> str:
         out.append(f"{indent}</body>")
         return out
 
-    lines = ['    <body name="robot" pos="0 0 0">',
-             '      <joint name="base_x" type="slide" axis="1 0 0" damping="10"/>',
-             '      <joint name="base_y" type="slide" axis="0 1 0" damping="10"/>',
-             '      <joint name="base_yaw" type="hinge" axis="0 0 1" damping="10"/>',
+    lines = [f'    <body name="robot" pos="0 0 0">',
+             f'      <joint name="base_x" armature="{ROBOT_ARMATURE}" type="slide" axis="1 0 0" damping="10"/>',
+             f'      <joint name="base_y" armature="{ROBOT_ARMATURE}" type="slide" axis="0 1 0" damping="10"/>',
+             f'      <joint name="base_yaw" armature="{ROBOT_ARMATURE}" type="hinge" axis="0 0 1" damping="10"/>',
              '      <inertial pos="0 0 0.2" mass="60" diaginertia="3 3 3"/>']
     lines += body(robot_spec.BASE_FRAME, None, "      ")
     lines.append("    </body>")
@@ -231,9 +234,6 @@ def build_mjcf(layout: LabLayout | None = None, asset_dir: str | pathlib.Path | 
         world.append(f'      <geom name="vial_{vial_id}_cap" type="cylinder" size="{_v([vial.diameter_m / 2 + 0.0005, 0.003])}" '
                      f'pos="0 0 {vial.height_m / 2 - 0.003:.6g}" mass="0.0005" rgba="0.1 0.2 0.7 1" {NO_CONTACT}/>')
         world.append("    </body>")
-        if with_robot:
-            equality.append(f'    <weld name="grasp_{vial_id}" body1="{robot_spec.TCP_FRAME}" body2="vial_{vial_id}" '
-                            'active="false" solref="0.004 1"/>')
     if with_robot:
         world.append(robot_bodies_xml())
     lines = [f'<mujoco model="{layout.name}">',
