@@ -238,16 +238,31 @@ DEMO_STATION_MARKER_IN_WORLD = make_transform(np.array([[1.0, 0, 0], [0, 0, -1.0
 
 def demo_scene() -> Scene:
     """A station tag (id 3) facing the robot at the world origin, a rack (tag 10) with known vials,
-    a wrist-height camera ``wrist`` looking at the station and a ``rack_station_camera`` at the rack.
-    The world frame stands in for the robot's ``base_link``."""
+    a tray (tag 14, 2x5, as the lab's autosampler) with known vials, a wrist-height camera ``wrist``
+    looking at the station, a ``rack_station_camera`` at the rack and a ``tray_camera`` above the
+    tray. The world frame stands in for the robot's ``base_link``."""
     builder = SceneBuilder()
     builder.add_marker(DEMO_STATION_MARKER_ID, DEMO_STATION_MARKER_IN_WORLD)
     rack = RackGeometry(slots=6)
     rack_in_world = make_transform(np.eye(3), [0.5, 0.6, 0.012])
     builder.add_rack(rack, rack_in_world, demo_vials())
+    tray_in_world = make_transform(np.eye(3), [-0.6, 0.4, 0.0])
+    builder.add_grid_rack(DEMO_TRAY, tray_in_world, demo_tray_vials())
+    builder.add_camera("tray_camera", look_at((tray_in_world @ np.array([0.07, 0.0, 0.45, 1.0]))[:3],
+                                              (tray_in_world @ np.array([0.07, 0.0, 0.0, 1.0]))[:3], up=(1, 0, 0)),
+                       fovy_deg=60)
     builder.add_camera("wrist", view_from(DEMO_STATION_MARKER_IN_WORLD[:3, 3], 0.45, 8, 10))
     builder.add_camera("rack_station_camera", view_from(rack_in_world[:3, 3] + [0.06, 0, 0.033], 0.42, 5, 20))
     return builder.build()
+
+
+DEMO_TRAY = GridRackGeometry(name="tray", marker_id=14, marker_xyz_m=(0.07, -0.17, 0.0005), rows=2, cols=5,
+                             pitch_m=0.04, first_slot_xyz_m=(0.05, 0.08, 0.015))
+
+
+def demo_tray_vials() -> list[VialTruth]:
+    pattern = [(1, 1), (1, 0), (0, 0), (1, 1), (0, 0), (1, 0), (1, 1), (0, 0), (0, 0), (1, 1)]
+    return [VialTruth(bool(p), bool(c)) for p, c in pattern]
 
 
 def demo_vials() -> list[VialTruth]:

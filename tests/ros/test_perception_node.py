@@ -22,9 +22,15 @@ pytestmark = pytest.mark.ros
 PY = sys.executable
 
 
+def _demo_tray():
+    from sim.perception_scenes import DEMO_TRAY
+
+    return DEMO_TRAY
+
+
 def _cameras_json() -> str:
     cams = {name: {"image_topic": f"/{name}/image_raw", "camera_info_topic": f"/{name}/camera_info",
-                   "pose_topic": f"/{name}/pose"} for name in ("wrist", "rack_station_camera")}
+                   "pose_topic": f"/{name}/pose"} for name in ("wrist", "rack_station_camera", "tray_camera")}
     cams["dead"] = {"image_topic": "/dead/image_raw", "camera_info_topic": "/dead/camera_info", "pose_topic": ""}
     return json.dumps(cams)
 
@@ -32,11 +38,13 @@ def _cameras_json() -> str:
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
     run = tmp_path_factory.mktemp("perception")
+    DEMO_TRAY = _demo_tray()
     params = run / "perception.yaml"
     params.write_text(
         "perception_node:\n  ros__parameters:\n"
         f"    cameras: '{_cameras_json()}'\n"
-        "    stations: '{\"demo\": {\"marker_id\": 3}, \"ghost\": {\"marker_id\": 5}}'\n")
+        "    stations: '{\"demo\": {\"marker_id\": 3}, \"ghost\": {\"marker_id\": 5}}'\n"
+        f"    grid_racks: '{json.dumps({'tray': DEMO_TRAY.model_dump()})}'\n")
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1")
     logs = {name: open(run / f"{name}.log", "w") for name in ("cam", "perception")}
     procs = [
@@ -129,3 +137,29 @@ def test_inspect_rack_matches_the_vials_in_the_scene(nodes, ros_probe):
     levels = np.array([s.liquid_level_fraction for s in slots])
     expected = np.array([v.level_fraction if v.present else 0.0 for v in truth])
     assert np.abs(levels - expected).max() <= 0.05
+
+
+def test_inspect_tray_from_above(nodes, ros_probe):
+    from aichemist_interfaces.srv import InspectRack
+
+    from sim.perception_scenes import demo_tray_vials
+
+    res = _call(ros_probe, InspectRack, "/perception/inspect_rack",
+                InspectRack.Request(rack="tray", camera="tray_camera", timeout_s=10.0))
+    assert res.code == 0, (res.error_type, res.message)
+    truth = demo_tray_vials()
+    assert [s.occupied for s in res.inspection.slots] == [v.present for v in truth]
+    assert [s.cap_present for s in res.inspection.slots] == [v.present and v.cap for v in truth]
+    assert all(s.liquid_level_fraction == -1.0 for s in res.inspection.slots)  # not measurable from above
+    assert res.inspection.slots[5].name == "tray/B1"
+
+
+def test_stations_and_trays_from_the_lab_description():
+    from aichemist_nodes.perception_node import config_from_layout
+
+    stations, trays = config_from_layout("default")
+    assert stations["hplc_autosampler"].marker_id == 12
+    assert stations["hplc_autosampler"].marker_in_station_xyz == [0.07, -0.17, 0.0005]
+    tray = trays["hplc_autosampler"]
+    assert (tray.rows, tray.cols, tray.marker_id) == (2, 5, 12)
+    assert "charging_dock" in stations and "charging_dock" not in trays  # a dock has a tag, no tray

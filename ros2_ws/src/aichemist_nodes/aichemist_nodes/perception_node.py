@@ -24,7 +24,8 @@ from aichemist.errors import ConfigurationError, ValidationError
 from aichemist.params import Params
 from perception.fiducials import FiducialParams
 from perception.inspection import InspectionParams
-from perception.rack import RackGeometry
+from perception.inspection import TopViewParams
+from perception.rack import GridRackGeometry, RackGeometry
 
 from aichemist_nodes.node_base import declare_params, load_params, set_error, spin_node
 
@@ -45,7 +46,7 @@ class StationFiducial(Params):
 
 def _default_cameras() -> dict[str, dict]:
     return {name: {"image_topic": f"/{name}/image_raw", "camera_info_topic": f"/{name}/camera_info",
-                   "pose_topic": f"/{name}/pose"} for name in ("wrist", "rack_station_camera")}
+                   "pose_topic": f"/{name}/pose"} for name in ("wrist", "rack_station_camera", "tray_camera")}
 
 
 class PerceptionNodeParams(Params):
@@ -57,8 +58,33 @@ class PerceptionNodeParams(Params):
                                                  validate_default=True)
     racks: dict[str, RackGeometry] = Field(default_factory=lambda: {"rack": RackGeometry().model_dump()},
                                            validate_default=True)
+    grid_racks: dict[str, GridRackGeometry] = Field(default_factory=dict,
+                                                     description="trays inspected from above, by station name")
+    lab_layout: str = Field("", description="lab description (sim/world/lab.yaml schema) to take stations, tags "
+                                            "and trays from; 'default' = the packaged one; empty = none")
+    top_view: TopViewParams = TopViewParams()
     fiducials: FiducialParams = FiducialParams()
     inspection: InspectionParams = InspectionParams()
+
+
+def config_from_layout(path: str) -> tuple[dict[str, StationFiducial], dict[str, GridRackGeometry]]:
+    """Stations (tag id and pose in the station frame) and trays from the lab description."""
+    from manipulation.layout import load_layout
+
+    layout = load_layout(None if path == "default" else path)
+    stations, trays = {}, {}
+    for st in layout.stations:
+        f = st.fiducial
+        stations[st.name] = StationFiducial(marker_id=f.id, marker_in_station_xyz=list(f.xyz_in_station_m),
+                                            marker_in_station_rpy=list(f.rpy_in_station_rad))
+        if st.rack is not None:
+            r = st.rack
+            trays[st.name] = GridRackGeometry(
+                name=st.name, marker_id=f.id, marker_side_m=f.size_m, marker_xyz_m=f.xyz_in_station_m,
+                marker_rpy_rad=f.rpy_in_station_rad, rows=r.rows, cols=r.cols, pitch_m=r.pitch_m,
+                first_slot_xyz_m=r.first_slot_xyz_m, vial_radius_m=layout.vial.diameter_m / 2,
+                vial_height_m=layout.vial.height_m)
+    return stations, trays
 
 
 def image_to_array(msg: Any) -> np.ndarray:
@@ -106,7 +132,7 @@ def _make_node():
     from perception.errors import CameraUnavailable
     from perception.fiducials import FiducialDetector, StationLocation, locate_station
     from perception.geometry import invert, make_transform, quat_to_matrix, rpy_to_matrix
-    from perception.inspection import RackInspector
+    from perception.inspection import RackInspector, TopViewRackInspector
 
     class CameraState:
         def __init__(self, name: str, source: CameraSource) -> None:
@@ -141,12 +167,20 @@ def _make_node():
             # the detectors keep state: one service at a time
             services = MutuallyExclusiveCallbackGroup()
             self.detector = FiducialDetector(p.fiducials)
-            self.inspectors = {name: RackInspector(g, p.inspection) for name, g in p.racks.items()}
+            self.stations = dict(p.stations)
+            grid_racks = dict(p.grid_racks)
+            if p.lab_layout:
+                lab_stations, lab_trays = config_from_layout(p.lab_layout)
+                self.stations.update(lab_stations)
+                grid_racks.update(lab_trays)
+            self.inspectors: dict[str, Any] = {name: RackInspector(g, p.inspection) for name, g in p.racks.items()}
+            self.inspectors.update({name: TopViewRackInspector(g, p.top_view) for name, g in grid_racks.items()})
             self.det_pub = self.create_publisher(FiducialDetections, "/perception/detections", 10)
             self.rack_pub = self.create_publisher(RackInspection, "/perception/rack_inspection", 10)
             self.create_service(LocateStation, "/perception/locate_station", self._locate, callback_group=services)
             self.create_service(InspectRack, "/perception/inspect_rack", self._inspect, callback_group=services)
-            self.get_logger().info(f"cameras {sorted(p.cameras)}, stations {sorted(p.stations)}, racks {sorted(p.racks)}")
+            self.get_logger().info(f"cameras {sorted(p.cameras)}, stations {sorted(self.stations)}, "
+                                   f"racks {sorted(self.inspectors)}")
 
         # --- sensor callbacks --------------------------------------------------------------
         def _on_image(self, cam: CameraState, msg: Any) -> None:
@@ -201,9 +235,9 @@ def _make_node():
         # --- services ----------------------------------------------------------------------
         def _locate(self, req: Any, res: Any) -> Any:
             try:
-                station = self.p.stations.get(req.station)
+                station = self.stations.get(req.station)
                 if station is None:
-                    raise ValidationError(f"unknown station '{req.station}' (known: {sorted(self.p.stations)})")
+                    raise ValidationError(f"unknown station '{req.station}' (known: {sorted(self.stations)})")
                 cam, msg, image, k = self._fresh_frame(req.camera, req.timeout_s)
                 if cam.pose is None:
                     raise CameraUnavailable(f"no pose for camera '{cam.name}' on {cam.source.pose_topic}", camera=cam.name)
@@ -240,7 +274,10 @@ def _make_node():
                 for s in result.slots:
                     out.slots.append(VialSlotState(name=s.name, index=s.index, occupied=s.occupied,
                                                    cap_present=s.cap_present,
-                                                   liquid_level_fraction=float(s.liquid_level_fraction),
+                                                   # -1: not measurable from this view (from above)
+                                                   liquid_level_fraction=(float(s.liquid_level_fraction)
+                                                                          if np.isfinite(s.liquid_level_fraction)
+                                                                          else -1.0),
                                                    confidence=float(s.confidence)))
                 self.rack_pub.publish(out)
                 res.inspection = out

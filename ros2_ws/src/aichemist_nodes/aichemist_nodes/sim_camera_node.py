@@ -29,7 +29,7 @@ from aichemist_nodes.node_base import declare_params, load_params, spin_node  # 
 
 
 class SimCameraParams(Params):
-    cameras: list[str] = Field(default_factory=lambda: ["wrist", "rack_station_camera"])
+    cameras: list[str] = Field(default_factory=lambda: ["wrist", "rack_station_camera", "tray_camera"])
     rate_hz: float = Field(5.0, gt=0.0, le=60.0)
     width: int = Field(640, ge=16, le=1920)
     height: int = Field(480, ge=16, le=1080)
