@@ -98,6 +98,24 @@ class LabTwin:
     def now(self) -> float:
         return self.clock.now()
 
+    def inject_fault(self, target: str, fault: str, **kwargs: Any) -> None:
+        """Inject ``fault`` into the emulator or subsystem named ``target``; an empty ``fault``
+        clears that target's faults. Unknown targets or faults: ConfigurationError naming them."""
+        with self._lock:
+            obj = self.emulators.get(target) or self.subsystems.get(target)
+            if obj is None:
+                known = sorted(set(self.emulators) | set(self.subsystems))
+                raise ConfigurationError(f"twin: no device or subsystem {target!r}; known: {', '.join(known)}",
+                                         problems=[{"field": "device", "value": target, "limit": known}])
+            try:
+                if fault:
+                    obj.inject(fault, **kwargs)
+                else:
+                    obj.clear_faults()
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(f"twin: {target}: {exc}",
+                                         problems=[{"field": "fault", "value": fault}]) from exc
+
     def _step_all(self, t: float, dt: float) -> None:
         with self._lock:
             for sub in self.subsystems.values():

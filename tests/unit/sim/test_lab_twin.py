@@ -76,3 +76,17 @@ def test_real_time_runner_keeps_the_factor():
     # simulated time follows 20 x the (fake) wall time, never ahead of it
     assert lab.now() <= 20.0 * wall[0] + 1e-9
     assert lab.now() >= 20.0 * (wall[0] - 0.02) - 1.0
+
+
+def test_inject_fault_by_device_or_subsystem_name():
+    lab = LabTwin.from_config(TwinParams().subsystems)
+    lab.inject_fault("pump_dfnb", "stall")
+    assert lab.emulators["pump_dfnb"].has_fault("stall")
+    lab.inject_fault("pump_dfnb", "")
+    assert not lab.emulators["pump_dfnb"].has_fault("stall")
+    lab.inject_fault("flow_reactor", "blockage", factor=50.0)
+    assert lab.subsystems["flow_reactor"].physics.blockage_factor == 50.0
+    with pytest.raises(ConfigurationError, match="no device or subsystem 'pump_x'"):
+        lab.inject_fault("pump_x", "stall")
+    with pytest.raises(ConfigurationError, match="unknown fault"):
+        lab.inject_fault("thermostat", "meltdown")
