@@ -74,7 +74,6 @@ def main() -> int:
 
     ratios, premature, sim_total, wall_total = [], 0, 0.0, 0.0
     for i, cond in enumerate(conditions(args.experiments, args.seed)):
-        controller._next_vial = 0  # the robot took the previous vials away
         t_sim, t_wall = clock.now(), time.perf_counter()
         result = controller.run_experiment(cond, experiment_id=f"bench-{i}", collect=True)
         wall = time.perf_counter() - t_wall

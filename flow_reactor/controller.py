@@ -455,11 +455,11 @@ class FlowReactorController:
 
     def _collect(self, plan: FlowPlan) -> str:
         op = self.params.operation
-        if self._next_vial >= len(op.collect_positions):
-            raise LimitError("collection_vial", self._next_vial + 1, len(op.collect_positions), bound="max",
-                             device="valve_collect")
-        position = op.collect_positions[self._next_vial]
-        vial_id = op.collect_vial_ids[self._next_vial]
+        # positions are used in turn; the robot takes each collected vial to the HPLC, so a
+        # position is free again when its turn comes round
+        index = self._next_vial % len(op.collect_positions)
+        position = op.collect_positions[index]
+        vial_id = op.collect_vial_ids[index]
         # the fluid at the valve left the detector this long ago
         self._wait(60.0 * self.params.reactor.collect_dead_volume_ml / plan.total_flow_ml_min)
         self._switch_valve(position)

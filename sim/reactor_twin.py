@@ -132,6 +132,7 @@ class ReactorPhysics:
         self.blockage_factor = 1.0
         self.leak_bar_per_ml_min: float | None = None  # resistance of the leak orifice
         self.vials: dict[int, Vial] = {}
+        self._collecting_into: int | None = None
         self.waste_ml = 0.0
         self.time_s = 0.0
         self._k_cache: tuple[float, dict[str, float]] | None = None
@@ -200,11 +201,16 @@ class ReactorPhysics:
         outflow_m = self._step_transport_and_reaction(dt_s, q / 60.0, inlet, temp_c)
         out_ml = q / 60.0 * dt_s
         if valve_position is not None and valve_position in collect_positions:
-            vial = self.vials.setdefault(valve_position, Vial())
+            if valve_position != self._collecting_into:
+                # a new collection: the robot took the previous vial at this position away
+                self.vials[valve_position] = Vial()
+            vial = self.vials[valve_position]
             vial.moles += outflow_m * out_ml * 1e-3
             vial.volume_ml += out_ml
         else:
             self.waste_ml += out_ml
+        self._collecting_into = (valve_position if valve_position is not None
+                                 and valve_position in collect_positions else None)
         self.time_s += dt_s
 
     def _rate_constants_per_s(self, temp_c: float) -> dict[str, float]:

@@ -153,3 +153,16 @@ def test_twin_reads_pump_and_thermostat_emulators_and_runs_far_faster_than_real_
     lab.advance(300.0)
     assert twin.physics.reactor_outlet_m[0] == pytest.approx(0.0, abs=1e-4)
     assert twin.physics.reactor_outlet_m[2] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_a_new_collection_at_a_used_position_starts_a_fresh_vial():
+    physics = ReactorPhysics(ReactorTwinConfig(reactor_volume_ml=VOLUME_ML))
+    flows = _flows(1.0, 2.0, 0.3)
+    _run(physics, flows, 90.0, 300.0)
+    for _ in range(100):
+        physics.step(0.05, flows, 90.0, valve_position=2, collect_positions={2})
+    physics.step(0.05, flows, 90.0, valve_position=1, collect_positions={2})
+    first = physics.vials[2].volume_ml
+    for _ in range(40):
+        physics.step(0.05, flows, 90.0, valve_position=2, collect_positions={2})
+    assert first == pytest.approx(0.25) and physics.vials[2].volume_ml == pytest.approx(0.1)
