@@ -124,8 +124,8 @@ class BridgeNode(Node):
             with self._lock:
                 self.running[claim.id] = run
             if claim.goal_uuid:
-                self.get_logger().warn(f"task {claim.id}: taking over from {claim.previous_owner}; asking the "
-                                       f"planner for goal {claim.goal_uuid}")
+                self.get_logger().warning(f"task {claim.id}: taking over from {claim.previous_owner}; "
+                                          f"asking the planner for goal {claim.goal_uuid}")
                 run.goal_uuid, run.resumed = claim.goal_uuid, True
                 self._resume(run)
             else:
@@ -186,7 +186,7 @@ class BridgeNode(Node):
         if response.status == GoalStatus.STATUS_UNKNOWN:
             # The planner never saw that goal (the previous bridge died before sending it) or has
             # forgotten it: send the task again. The planner refuses it if it did run it.
-            self.get_logger().warn(f"task {run.claim.id}: planner does not know goal {run.goal_uuid}; resending")
+            self.get_logger().warning(f"task {run.claim.id}: planner does not know goal {run.goal_uuid}; resending")
             run.resumed = False
             self._send(run)
             return
@@ -219,12 +219,12 @@ class BridgeNode(Node):
         if written:
             self.get_logger().info(f"task {run.claim.id}: {status} ({error_type or 'ok'}) {message[:200]}")
         else:
-            self.get_logger().warn(f"task {run.claim.id}: result not written (lease no longer ours)")
+            self.get_logger().warning(f"task {run.claim.id}: result not written (lease no longer ours)")
         with self._lock:
             self.running.pop(run.claim.id, None)
 
     def _drop(self, run: Running, why: str) -> None:
-        self.get_logger().warn(f"task {run.claim.id}: {why}; leaving it")
+        self.get_logger().warning(f"task {run.claim.id}: {why}; leaving it")
         run.done = True
         with self._lock:
             self.running.pop(run.claim.id, None)
