@@ -163,3 +163,44 @@ def test_configure_fails_naming_the_missing_port(launch, ros_probe, tmp_path):
     assert not _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
     assert _wait_for(lambda: any("nowhere/pump_dfnb" in line for line in launcher.output("flow_reactor_node")),
                      10.0)
+
+
+def test_interlock_in_the_twin_reaches_the_action_result(launch, ros_probe, tmp_path):
+    """A blockage injected into the twin mid-run (/twin/inject_fault): the node's result carries
+    the typed InterlockTripped, and the reactor is left safe."""
+    from lifecycle_msgs.msg import Transition
+    from rclpy.action import ActionClient
+
+    from aichemist.errors import InterlockTripped, ResultCode
+    from aichemist_interfaces.action import RunFlowExperiment
+    from aichemist_interfaces.msg import FlowReactorState
+    from aichemist_interfaces.srv import TwinInjectFault
+    from aichemist_nodes.node_base import STATE_QOS, call_action
+
+    launch(_write_setup(tmp_path))
+    assert _wait_for(lambda: (tmp_path / "twin" / "detector").exists(), 30.0)
+    states = []
+    ros_probe.create_subscription(FlowReactorState, "/flow_reactor/state", states.append, STATE_QOS)
+    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
+    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
+    inject = ros_probe.create_client(TwinInjectFault, "/twin/inject_fault")
+    assert inject.wait_for_service(timeout_sec=10.0)
+    bad = inject.call(TwinInjectFault.Request(device="pump_x", fault="stall"), timeout_sec=10.0)
+    assert bad.code != 0 and "pump_x" in bad.message
+
+    injected = []
+
+    def on_feedback(fb) -> None:  # noqa: ANN001
+        if fb.phase == "equilibrating" and not injected:
+            injected.append(inject.call_async(TwinInjectFault.Request(device="flow_reactor", fault="blockage")))
+
+    client = ActionClient(ros_probe, RunFlowExperiment, "/flow_reactor/run_flow_experiment")
+    goal = RunFlowExperiment.Goal(experiment_id="ros-fault", residence_time_min=0.5, temp_c=30.0,
+                                  equivalents=2.0, conc_dfnb_m=0.3, collect=True)
+    with pytest.raises(InterlockTripped) as info:
+        call_action(client, goal, timeout_s=120.0, feedback_cb=on_feedback)
+    assert injected and info.value.code == ResultCode.INTERLOCK
+    assert info.value.interlock in ("blockage", "over_pressure")
+    assert _wait_for(lambda: states and states[-1].safe and states[-1].active_interlock == info.value.interlock,
+                     5.0)
+    assert all(f == 0.0 for f in states[-1].pump_flow_setpoint_ml_min)

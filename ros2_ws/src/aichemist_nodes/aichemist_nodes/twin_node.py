@@ -5,18 +5,23 @@
 - serves every device emulator on a pseudo-terminal with a stable symlink
   ``<twin_dir>/<device_name>`` (``sim.pty_host.PtyHost``): drivers open it like a serial port;
 - advances simulated time at ``real_time_factor`` and publishes it on /clock, so nodes started
-  with ``use_sim_time: true`` wait on the twin's time.
+  with ``use_sim_time: true`` wait on the twin's time;
+- service /twin/inject_fault (TwinInjectFault): faults into an emulator or a subsystem (tests,
+  demos of the interlocks across processes).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
 
-from aichemist_nodes.node_base import declare_params, load_params, spin_node
+from aichemist.errors import AIChemistError, ValidationError
+from aichemist_interfaces.srv import TwinInjectFault
+from aichemist_nodes.node_base import declare_params, load_params, set_error, spin_node
 from sim.lab_twin import LabTwin, RealTimeRunner, TwinParams, default_twin_dir
 from sim.pty_host import PtyHost
 
@@ -36,10 +41,27 @@ class TwinNode(Node):
             self.get_logger().info(f"{name}: {type(emulator).__name__} on {host.link_path}")
         clock_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", clock_qos)
+        self.create_service(TwinInjectFault, "/twin/inject_fault", self._on_inject_fault)
         self.runner = RealTimeRunner(self.twin, self.params.real_time_factor,
                                      1.0 / self.params.clock_rate_hz, on_tick=self._publish_clock).start()
         self.get_logger().info(f"twin running at {self.params.real_time_factor:g}x real time, "
                                f"ports in {self.twin_dir}")
+
+    def _on_inject_fault(self, request, response):  # noqa: ANN001
+        try:
+            kwargs = json.loads(request.kwargs_json) if request.kwargs_json.strip() else {}
+            if not isinstance(kwargs, dict):
+                raise ValidationError("kwargs_json must be a JSON object")
+            self.twin.inject_fault(request.device, request.fault, **kwargs)
+            response.code, response.error_type = 0, ""
+            response.message = (f"{request.device}: {request.fault} injected" if request.fault
+                                else f"{request.device}: faults cleared")
+            self.get_logger().warn(response.message)
+        except json.JSONDecodeError as exc:
+            set_error(response, ValidationError(f"kwargs_json is not valid JSON: {exc}"))
+        except AIChemistError as exc:
+            set_error(response, exc)
+        return response
 
     def _publish_clock(self, sim_time_s: float) -> None:
         msg = ClockMsg()
