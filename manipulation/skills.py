@@ -147,6 +147,10 @@ class Skills:
         self.fix = None
         for k, wp in enumerate(route):
             final = k == len(route) - 1
+            if final:
+                # coarse-to-fine: the drift of a long drive (several cm) is corrected on the
+                # station's fiducial before the last, slow, straight leg towards the bench
+                self._relocalise_only(station)
             self._drive_to(wp, self.params.dock_speed_m_s if final else self.params.nav_speed_m_s)
             self.feedback("navigating", (k + 1) / len(route))
         return self.base.odometry()
@@ -352,7 +356,9 @@ class Skills:
             self.inventory.held = None
             self.robot.detach()
             raise GraspFailed(f"vial '{vial_id}' was lost on the way to {key}", vial=vial_id)
-        self._execute(self.planner.plan_linear(self.arm.joint_positions(), release), "lowering")
+        # the held vial comes to rest just above the plate: contact with the rack is expected
+        lower_allowed = [(ATTACHED_NAME, f"{station.name}_rack")]
+        self._execute(self.planner.plan_linear(self.arm.joint_positions(), release, lower_allowed), "lowering")
         self._gripper_to(p.approach_opening_m)
         self.robot.detach()
         self.inventory.held = None

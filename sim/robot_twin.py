@@ -90,9 +90,11 @@ class RobotTwin:
         self.opening = robot_spec.DEFAULT_SPEC.gripper_max_opening_m
         self.opening_target = self.opening
         self.held: str | None = None
+        self._grasp_blocked = False
         self._grasp_tcp_z = 0.0
         self.faults: dict[str, dict] = {}
         self.base_collisions = 0
+        self.base_collision_log: list[tuple[float, Pose2D]] = []
         self.t = 0.0
         self._accum = 0.0
         self._since_footprint = 0.0
@@ -132,6 +134,7 @@ class RobotTwin:
                 self._since_footprint = 0.0
                 if footprint_collides(self.layout, Pose2D(x=self.true_pose[0], y=self.true_pose[1], yaw=self.true_pose[2])):
                     self.base_collisions += 1
+                    self.base_collision_log.append((round(self.t, 2), self.true_base_pose()))
         # arm: follow the trajectory
         if self._traj is not None:
             q, qd = self._traj.sample(self.t - self._traj_t0)
@@ -147,7 +150,7 @@ class RobotTwin:
             step = FINGER_SPEED_M_S * h
             if self.opening_target < self.opening:
                 new = max(self.opening_target, self.opening - step)
-                if self.held is None:
+                if self.held is None and not self._grasp_blocked:
                     vial, offset = self._vial_between_pads(self.opening)
                     r = self.layout.vial.diameter_m / 2
                     if vial is not None and new / 2 <= offset + r:
@@ -167,6 +170,7 @@ class RobotTwin:
                 self.faults.pop("slip", None)
                 self._release()
                 self.opening_target = 0.0  # the fingers close on the space the vial left
+                self._grasp_blocked = True  # the falling vial is not caught again by this closing
         self._write_robot()
         self._write_held_vial()
         if self._quiescent():
@@ -281,6 +285,8 @@ class RobotTwin:
 
     def set_gripper(self, opening_m: float) -> None:
         with self.lock:
+            if opening_m > self.opening:
+                self._grasp_blocked = False
             self.opening_target = float(np.clip(opening_m, 0.0, robot_spec.DEFAULT_SPEC.gripper_max_opening_m))
 
     def set_base_velocity(self, vx: float, vy: float, wz: float) -> None:
