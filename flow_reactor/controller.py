@@ -550,7 +550,7 @@ class FlowReactorController:
     #: seconds between readings of each quantity (0: every poll). The system pressure is read
     #: every poll (over-pressure must stop the pumps within 100 ms); slower quantities less often,
     #: which keeps the serial lines free.
-    SAMPLE_INTERVALS_S = {"pressure_sensor": 0.0, "pump_pressure": 0.1, "pump_running": 0.25,
+    SAMPLE_INTERVALS_S = {"pressure_sensor": 0.0, "pump_pressure": 0.25, "pump_running": 0.25,
                           "thermostat": 0.5, "valve": 1.0}
 
     def _due(self, key: str, t: float) -> bool:

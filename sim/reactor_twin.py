@@ -142,7 +142,8 @@ class ReactorPhysics:
     def line_resistance_bar_per_ml_min(self, temp_c: float | None = None) -> float:
         """Pressure drop per flow from the mixer to the BPR (coil hot, transfer lines ambient)."""
         cfg = self.config
-        t = self.temp_c if temp_c is None else temp_c
+        # 0.01 C changes the viscosity by 0.02 %: cache per 0.01 C while the bath heats
+        t = round(self.temp_c if temp_c is None else temp_c, 2)
         if self._r_cache is not None and self._r_cache[0] == (t, self.blockage_factor):
             return self._r_cache[1]
         coil = poiseuille_bar_per_ml_min(cfg.reactor_length_m, cfg.reactor_inner_diameter_mm,
