@@ -53,3 +53,21 @@ def test_missing_port_fails_naming_it(tmp_path):
     params = load_params_file(str(REPO / "config/twin/flow_reactor.yaml"), substitutions={"twin_dir": str(tmp_path)})
     with pytest.raises(DeviceNotFoundError, match=f"{tmp_path}/pump_dfnb"):
         create_devices(params)
+
+
+def test_wrong_device_on_a_port_is_named_at_connect():
+    from aichemist.clock import SimClock
+    from aichemist.errors import DeviceError
+    from flow_reactor.controller import FlowReactorController
+    from sim.emulators.loopback import LoopbackTransport
+    from sim.reactor_twin import build_flow_reactor_twin
+
+    twin = build_flow_reactor_twin()
+    params = load_params_file(str(REPO / "config/twin/flow_reactor.yaml"), substitutions={"twin_dir": "/t"})
+    transports = {name: LoopbackTransport(twin.emulators[name]) for name in DEVICE_ROLES}
+    # the cables of the DFNB pump and the thermostat are swapped
+    transports["pump_dfnb"], transports["thermostat"] = transports["thermostat"], transports["pump_dfnb"]
+    controller = FlowReactorController(params, create_devices(params, transports), SimClock())
+    with pytest.raises(DeviceError, match="pump_dfnb"):
+        controller.connect()
+    assert not any(twin.emulators[n].running for n in ("pump_dfnb", "pump_pyrrolidine", "pump_ethanol"))
