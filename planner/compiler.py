@@ -9,9 +9,10 @@ where reagents meet (planner.checks), the lab's process window and each device's
 preconditions of each step (stations exist, the vial is where a move or a measurement expects it,
 station slots, dependency ids and cycles).
 
-One flow experiment becomes (``experiment_steps``):
+One flow experiment becomes (``experiment_steps``, lab profile ``analysis: hplc_robot``):
   fetch_vial (robot: rack -> reactor outlet) -> run_flow (reactor) -> move_vial (robot: outlet ->
   HPLC autosampler) -> measure (HPLC)
+(``analysis: hplc``: run_flow -> measure; ``inline``: run_flow alone, the inline detector's yield)
 and successive experiments only wait for what they share (the reactor, the robot, the outlet's
 vial slots), so the scheduler can overlap them.
 """
@@ -89,16 +90,23 @@ def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | N
     run_s = (checks.flow_duration_s(conditions, lab.reactor) if conditions is not None
              else float(worst_case_duration_s or 0.0))
     cond = conditions.model_dump() if conditions is not None else None
-    steps = [
-        Step(p + "fetch_vial", "fetch_vial", [lab.robot], d.move_vial_s,
-             params={"vial_id": vial, "from_station": "vial_rack", "to_station": lab.reactor_station}),
-        Step(p + "run_flow", "run_flow", [lab.reactor_resource], run_s, [p + "fetch_vial"],
-             params={"conditions": cond, "collect_vial": vial, "experiment_id": f"{prefix}e{index}"}),
-        Step(p + "move_vial", "move_vial", [lab.robot], d.move_vial_s, [p + "run_flow"],
-             params={"vial_id": vial, "from_station": lab.reactor_station, "to_station": lab.hplc_station}),
-        Step(p + "measure", "measure", [lab.hplc], d.measure_s, [p + "move_vial"],
-             params={"vial_id": vial, "instrument": "hplc"}),
-    ]
+    fetch = Step(p + "fetch_vial", "fetch_vial", [lab.robot], d.move_vial_s,
+                 params={"vial_id": vial, "from_station": "vial_rack", "to_station": lab.reactor_station})
+    run = Step(p + "run_flow", "run_flow", [lab.reactor_resource], run_s,
+               params={"conditions": cond, "collect_vial": vial, "experiment_id": f"{prefix}e{index}"})
+    move = Step(p + "move_vial", "move_vial", [lab.robot], d.move_vial_s, [run.id],
+                params={"vial_id": vial, "from_station": lab.reactor_station, "to_station": lab.hplc_station})
+    measure = Step(p + "measure", "measure", [lab.hplc], d.measure_s, [run.id],
+                   params={"vial_id": vial, "instrument": "hplc", "run_step": run.id,
+                           "conc_dfnb_fed_m": cond["conc_dfnb_m"] if cond else None})
+    if lab.analysis == "inline":
+        steps = [run]
+    elif lab.analysis == "hplc":
+        steps = [run, measure]
+    else:
+        run.depends_on.append(fetch.id)
+        measure.depends_on = [move.id]
+        steps = [fetch, run, move, measure]
     for s in steps:
         s.experiment = index
         s.timeout_s = _timeout(lab, s.duration_s)
@@ -108,6 +116,8 @@ def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | N
 def link_experiments(lab: LabProfile, steps_by_experiment: list[list[Step]]) -> None:
     """A new vial goes to the reactor outlet only when a slot there is free: fetch k waits for
     the removal (move_vial) of experiment k - slots."""
+    if lab.analysis != "hplc_robot":
+        return  # no vial handling by the robot: experiments share only the reactor and the HPLC
     slots = lab.station(lab.reactor_station).vial_slots
     for k in range(slots, len(steps_by_experiment)):
         fetch = steps_by_experiment[k][0]

@@ -86,6 +86,10 @@ class LabProfile(Params):
     stations: list[Station]
     inventory: list[Reagent]
     durations: Durations = Field(default_factory=Durations)
+    #: how an experiment is analysed: inline detector only (run_flow); the HPLC measures the
+    #: collected vial, which reaches its autosampler without the robot (run_flow, measure); or the
+    #: robot carries vials (fetch_vial, run_flow, move_vial, measure)
+    analysis: Literal["inline", "hplc", "hplc_robot"] = "hplc_robot"
     robot: str = "robot"
     reactor_resource: str = "reactor"
     hplc: str = "hplc"

@@ -1,38 +1,54 @@
 """planner_node: the ExecuteTask action server (/planner/execute_task).
 
-Thin adapter: parse and check the task (planner.tasks), refuse a task id the journal has seen
-(planner.journal), run it through the device adapters (ROS action clients), write the terminal
-state once, and map errors to result codes. A flow_experiment runs as one RunFlowExperiment on
-the flow reactor node.
+Thin adapter over the planner core: the task journal (planner.journal) refuses a task id it has
+already run; planner.runner compiles the task (every check before anything moves), schedules it
+and runs it through planner.executor with device adapters that are ROS action clients:
+
+- run_flow -> /flow_reactor/run_flow_experiment (RunFlowExperiment)
+- measure  -> /hplc/measure_sample (MeasureSample), for a lab profile with ``analysis: hplc``
+
+The executor's step journal lives in the same SQLite file, so a restarted planner fails the steps
+that were in flight and resumes a campaign at its next round. The executor's document stream is
+forwarded as ExecuteTask feedback. result_json = {"kind", "experiments": [{"conditions", "yield_fraction",
+"sty_kg_m3_h", "e_factor", ...}], ...}.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from rclpy.action import ActionClient, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
+from aichemist.clock import WallClock
 from aichemist.errors import Cancelled
 from aichemist.params import Params
-from aichemist_interfaces.action import ExecuteTask, RunFlowExperiment
+from aichemist_interfaces.action import ExecuteTask, MeasureSample, RunFlowExperiment
 from aichemist_nodes.node_base import (action_server, call_action, declare_params, error_fields, load_params,
                                        spin_node)
+from planner.executor import Executor, RetryPolicy, StepJournal
 from planner.journal import TaskJournal
-from planner.tasks import FlowExperimentTask, LabLimits, check_limits, parse_task
+from planner.lab import load_lab
+from planner.runner import run_task
 
 
 class PlannerNodeParams(Params):
-    journal_path: str = Field(description="SQLite file of the task journal (survives restarts)")
+    journal_path: str = Field(description="SQLite file of the task and step journal (survives restarts)")
+    lab: str = Field(default="default", description="lab profile: a name in config/lab/ or a YAML path")
+    analysis: Literal["", "inline", "hplc", "hplc_robot"] = Field(
+        default="inline", description="override the lab profile's analysis mode ('' keeps the profile's)")
     flow_action: str = Field(default="/flow_reactor/run_flow_experiment")
+    hplc_action: str = Field(default="/hplc/measure_sample")
     server_timeout_s: float = Field(default=30.0, gt=0, le=600, description="wait for a device action server")
     experiment_timeout_s: float = Field(default=1800.0, gt=0, le=86400, description="wall time for one flow experiment")
+    measure_timeout_s: float = Field(default=1800.0, gt=0, le=86400, description="wall time for one HPLC run")
     collect: bool = Field(default=True, description="divert the steady-state product to a collection vial")
-    limits: LabLimits = Field(default_factory=LabLimits)
+    max_attempts: int = Field(default=2, ge=1, le=10, description="tries of a step failing with a retryable error")
+    backoff_s: float = Field(default=2.0, ge=0, le=600, description="first retry delay (doubles each retry)")
 
 
 class PlannerNode(Node):
@@ -40,32 +56,76 @@ class PlannerNode(Node):
         super().__init__("planner_node")
         declare_params(self, PlannerNodeParams)
         self.params: PlannerNodeParams = load_params(self, PlannerNodeParams)
+        lab = load_lab(self.params.lab)
+        if self.params.analysis:
+            lab = lab.model_copy(update={"analysis": self.params.analysis})
+        self.lab = lab
         self.journal = TaskJournal(self.params.journal_path)
+        self.steps_journal = StepJournal(self.params.journal_path)
         failed = self.journal.recover()
-        if failed:
-            self.get_logger().warning(f"failed {len(failed)} task(s) left running by a previous planner: {failed}")
+        lost = self.steps_journal.fail_in_flight()
+        if failed or lost:
+            self.get_logger().warn(f"failed {len(failed)} task(s) and {len(lost)} step(s) left running by a "
+                                   f"previous planner: {failed} {lost}")
         group = ReentrantCallbackGroup()
         self._flow = ActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
-        self._cancel_events: dict[str, threading.Event] = {}
+        self._hplc = ActionClient(self, MeasureSample, self.params.hplc_action, callback_group=group)
+        self._executors: dict[str, Executor] = {}
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
                                      cancel_callback=self._on_cancel, callback_group=group)
-        self.get_logger().info("planner ready: /planner/execute_task")
+        self.get_logger().info(f"planner ready: /planner/execute_task (lab {lab.name}, analysis {lab.analysis})")
 
     def _on_cancel(self, goal_handle: Any) -> CancelResponse:
-        event = self._cancel_events.get(goal_handle.request.task_id)
-        if event is not None:
-            event.set()
+        executor = self._executors.get(goal_handle.request.task_id)
+        if executor is not None:
+            executor.cancel()
         return CancelResponse.ACCEPT
 
+    # ---- device adapters (ROS action clients) ------------------------------------------------
+    def _run_flow(self, task_id: str) -> Any:
+        def adapter(step: Any, ctx: Any) -> dict[str, Any]:
+            c = step.params["conditions"]
+            goal = RunFlowExperiment.Goal(experiment_id=f"{task_id}/{step.params['experiment_id']}",
+                                          residence_time_min=c["residence_time_min"], temp_c=c["temp_c"],
+                                          equivalents=c["equivalents"], conc_dfnb_m=c["conc_dfnb_m"],
+                                          collect=self.params.collect)
+
+            def on_feedback(fb: Any) -> None:
+                ctx.emit(device="flow_reactor", phase=fb.phase, elapsed_s=fb.elapsed_s,
+                         pressure_bar=fb.pressure_bar, temp_c=fb.temp_c)
+
+            res = call_action(self._flow, goal, timeout_s=max(self.params.experiment_timeout_s, step.timeout_s),
+                              server_timeout_s=self.params.server_timeout_s, feedback_cb=on_feedback,
+                              cancel_event=ctx.cancel)
+            record = json.loads(res.result_json) if res.result_json else {}
+            return {"yield_fraction": res.yield_fraction, "conc_product_m": res.conc_product_m,
+                    "time_to_steady_state_s": res.time_to_steady_state_s, "reagent_used_ml": res.reagent_used_ml,
+                    "sty_kg_m3_h": record.get("sty_kg_m3_h"), "e_factor": record.get("e_factor"),
+                    "collected_vial": record.get("collected_vial"), "flow_record": record}
+        return adapter
+
+    def _measure(self, task_id: str) -> Any:
+        def adapter(step: Any, ctx: Any) -> dict[str, Any]:
+            run = ctx.results.get(step.params.get("run_step", ""), {})
+            vial = run.get("collected_vial") or step.params["vial_id"]
+            goal = MeasureSample.Goal(sample_id=f"{task_id}/{step.id}", vial=vial,
+                                      conc_dfnb_fed_m=float(step.params.get("conc_dfnb_fed_m") or 0.0))
+            res = call_action(self._hplc, goal, timeout_s=max(self.params.measure_timeout_s, step.timeout_s),
+                              server_timeout_s=self.params.server_timeout_s, cancel_event=ctx.cancel)
+            return {"yield_fraction": res.yield_fraction, "vial": vial,
+                    "peaks": {n: {"retention_min": t, "area": a, "conc_m": c} for n, t, a, c in
+                              zip(res.peak_names, res.peak_retention_min, res.peak_areas, res.peak_conc_m)}}
+        return adapter
+
+    # ---- the action ---------------------------------------------------------------------------
     def _execute(self, goal_handle: Any) -> ExecuteTask.Result:
         request = goal_handle.request
         result = ExecuteTask.Result()
-        cancel = threading.Event()
 
-        def feedback(phase: str, progress: float, **detail: Any) -> None:
+        def feedback(phase: str, progress: float, detail: dict) -> None:
             fb = ExecuteTask.Feedback()
-            fb.phase, fb.progress, fb.detail_json = phase, float(progress), json.dumps(detail)
+            fb.phase, fb.progress, fb.detail_json = phase, float(progress), json.dumps(detail, default=str)
             goal_handle.publish_feedback(fb)
 
         try:
@@ -74,15 +134,29 @@ class PlannerNode(Node):
             result.code, result.error_type, result.message = error_fields(exc)
             goal_handle.abort()
             return result
-        self._cancel_events[request.task_id] = cancel
+        executor = Executor({"run_flow": self._run_flow(request.task_id), "measure": self._measure(request.task_id)},
+                            self.steps_journal, clock=WallClock(),
+                            retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s))
+        state = {"progress": 0.0}
+
+        def on_document(doc: dict) -> None:
+            if doc["type"] == "event" and doc.get("state") in ("running", "succeeded", "failed", "retrying",
+                                                               "recovering", "progress"):
+                feedback("running" if doc["state"] != "recovering" else "recovering", state["progress"],
+                         {k: v for k, v in doc.items() if k not in ("result",)})
+
+        def on_progress(phase: str, fraction: float, detail: dict) -> None:
+            state["progress"] = fraction
+            feedback(phase, fraction, detail)
+
+        executor.subscribe(on_document)
+        self._executors[request.task_id] = executor
         try:
-            feedback("compiling", 0.0)
-            task = parse_task(json.loads(request.task_json))
-            check_limits(task, self.params.limits)
-            outcome = self._run(task, feedback, cancel)
-            result.result_json = json.dumps(outcome)
+            feedback("compiling", 0.0, {})
+            outcome = run_task(request.task_id, request.task_json, self.lab, executor, progress=on_progress)
+            outcome.pop("steps", None)
+            result.result_json = json.dumps(outcome, default=str)
             self.journal.finish(request.task_id, code=0, result=outcome)
-            feedback("done", 1.0)
             goal_handle.succeed()
         except Exception as exc:
             result.code, result.error_type, result.message = error_fields(exc)
@@ -94,32 +168,12 @@ class PlannerNode(Node):
             else:
                 goal_handle.abort()
         finally:
-            self._cancel_events.pop(request.task_id, None)
+            self._executors.pop(request.task_id, None)
         return result
-
-    def _run(self, task: FlowExperimentTask, feedback: Any, cancel: threading.Event) -> dict[str, Any]:
-        c = task.conditions
-        goal = RunFlowExperiment.Goal(experiment_id=task.name or "", residence_time_min=c.residence_time_min,
-                                      temp_c=c.temp_c, equivalents=c.equivalents, conc_dfnb_m=c.conc_dfnb_m,
-                                      collect=self.params.collect)
-
-        def on_flow_feedback(fb: Any) -> None:
-            feedback("running", 0.1, device="flow_reactor", device_phase=fb.phase, elapsed_s=fb.elapsed_s,
-                     pressure_bar=fb.pressure_bar, temp_c=fb.temp_c)
-
-        res = call_action(self._flow, goal, timeout_s=self.params.experiment_timeout_s,
-                          server_timeout_s=self.params.server_timeout_s, feedback_cb=on_flow_feedback,
-                          cancel_event=cancel)
-        record = json.loads(res.result_json) if res.result_json else {}
-        experiment = {"conditions": c.model_dump(), "yield_fraction": res.yield_fraction,
-                      "conc_product_m": res.conc_product_m, "time_to_steady_state_s": res.time_to_steady_state_s,
-                      "reagent_used_ml": res.reagent_used_ml,
-                      "sty_kg_m3_h": record.get("sty_kg_m3_h"), "e_factor": record.get("e_factor"),
-                      "flow_record": record}
-        return {"kind": task.kind, "proposed_by": task.proposed_by, "experiments": [experiment]}
 
     def destroy_node(self) -> None:
         self.journal.close()
+        self.steps_journal.close()
         super().destroy_node()
 
 
