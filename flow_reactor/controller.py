@@ -351,6 +351,10 @@ class FlowReactorController:
         self._wait_for_temperature(cond.temp_c)
         self.monitor.intent.temp_reached = True
         timings["heating"] = self._since_start()
+        # the flow cell holds nothing but hot solvent now: the detector's blank for this run
+        capture_reference = getattr(self.detector, "capture_reference", None)
+        if capture_reference is not None:
+            capture_reference()
         # equilibrating: reagents on, detect steady state on the detector signal
         self._set_phase("equilibrating")
         self._last_ok["detector"] = self.clock.now()  # its watchdog runs from here on
