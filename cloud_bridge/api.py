@@ -47,6 +47,18 @@ EXAMPLE_TASK = {"kind": "flow_experiment", "version": "1", "name": "snar-001",
                 "proposed_by": "sobo-v1"}
 
 
+EXAMPLE_CAMPAIGN = {"kind": "campaign", "name": "snar-sty", "budget": 20, "batch_size": 1,
+                    "variables": [{"name": "residence_time_min", "type": "continuous", "low": 0.5, "high": 2.0},
+                                  {"name": "temp_c", "type": "continuous", "low": 30, "high": 120},
+                                  {"name": "equivalents", "type": "continuous", "low": 1, "high": 5}],
+                    "fixed": {"conc_dfnb_m": 0.2},
+                    "objectives": [{"name": "sty_kg_m3_h", "direction": "max"},
+                                   {"name": "e_factor", "direction": "min", "transform": "log"}]}
+EXAMPLE_PROCEDURE = {"kind": "procedure", "name": "one-run-and-hplc", "steps": [
+    {"id": "run", "op": "run_flow_experiment", "conditions": EXAMPLE_TASK["conditions"], "collect_vial": "v1"},
+    {"id": "hplc", "op": "measure", "vial_id": "v1", "after": ["run"]}]}
+
+
 class ErrorBody(BaseModel):
     error_type: str
     code: int
@@ -335,7 +347,9 @@ def create_app(database_url: str, settings: BridgeSettings | None = None, *, mig
     task_schema = _rewrite_refs(task_schema)
     task_body = {"requestBody": {"required": True, "content": {"application/json": {
         "schema": task_schema,
-        "examples": {"flow_experiment": {"summary": "one SnAr flow experiment", "value": EXAMPLE_TASK}}}}}}
+        "examples": {"flow_experiment": {"summary": "one SnAr flow experiment", "value": EXAMPLE_TASK},
+                     "campaign": {"summary": "a closed-loop optimisation", "value": EXAMPLE_CAMPAIGN},
+                     "procedure": {"summary": "unit operations in order", "value": EXAMPLE_PROCEDURE}}}}}}
 
     @app.post("/v1/tasks", tags=["tasks"], status_code=202, response_model=TaskOut, openapi_extra=task_body,
               summary="Submit a task",

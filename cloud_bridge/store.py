@@ -33,7 +33,7 @@ from cloud_bridge.db import Database
 from cloud_bridge.models import (ALL_STATES, AWAITING_APPROVAL, CANCELLED, FAILED, KEY_KINDS, LIVE_STATES,
                                  QUEUED, RUNNING, SCOPES, SUCCEEDED, TERMINAL_STATES, ApiKey, AuditEntry,
                                  InventoryItem, LabNode, Task, TaskEvent)
-from planner.tasks import check_limits, parse_task
+from cloud_bridge.validation import validate_task
 
 KEY_PREFIX = "ak_"
 
@@ -249,8 +249,7 @@ def submit_task(db: Database, who: Principal, document: Any, *, idempotency_key:
     """Validate and store a task. Returns (task view, created). Bad input stores nothing."""
     clock = clock or EpochClock()
     who.require("submit")
-    task = parse_task(document)
-    check_limits(task, settings.limits_for(who.lab))
+    task = validate_task(document, settings.limits_for(who.lab))
     digest = request_hash(document, campaign)
 
     def existing() -> tuple[dict[str, Any], bool] | None:
