@@ -257,6 +257,7 @@ def _compile_procedure(task: ProcedureTask, lab: LabProfile) -> Plan:
     vial_contents: dict[str, list[tuple[str, str, list[str]]]] = {}
     use: dict[str, float] = {}
     flow_conds: list[tuple[str, FlowConditions]] = []
+    vial_experiment: dict[str, tuple[int, str]] = {}  # collection vial -> (experiment, run step)
     smiles_items: list[tuple[str, str]] = []
 
     def place(vial: str, station: str, where: str) -> None:
@@ -310,14 +311,20 @@ def _compile_procedure(task: ProcedureTask, lab: LabProfile) -> Plan:
             steps.append(Step(sid, "run_flow", [lab.reactor_resource],
                               checks.flow_duration_s(s.conditions, lab.reactor), deps,
                               {"conditions": s.conditions.model_dump(), "collect_vial": s.collect_vial,
-                               "experiment_id": sid}))
+                               "experiment_id": sid}, experiment=len(flow_conds) - 1))
+            if s.collect_vial:
+                vial_experiment[s.collect_vial] = (len(flow_conds) - 1, sid)
         elif isinstance(s, MeasureStep):
             if vial_at.get(s.vial_id) != lab.hplc_station:
                 problems.append({"field": f"{where}.vial_id", "value": s.vial_id, "limit": f"at {lab.hplc_station}",
                                  "message": f"vial {s.vial_id} is not in the HPLC autosampler "
                                             f"(it is at {vial_at.get(s.vial_id, 'nowhere')})"})
+            exp_index, run_step = vial_experiment.get(s.vial_id, (None, ""))
             steps.append(Step(sid, "measure", [lab.hplc], d.measure_s, deps,
-                              {"vial_id": s.vial_id, "instrument": s.instrument}))
+                              {"vial_id": s.vial_id, "instrument": s.instrument, "run_step": run_step,
+                               "conc_dfnb_fed_m": flow_conds[exp_index][1].conc_dfnb_m if exp_index is not None
+                               else None},
+                              experiment=exp_index))
         elif isinstance(s, WaitStep):
             steps.append(Step(sid, "wait", [], s.duration_s, deps, {"duration_s": s.duration_s}))
         elif isinstance(s, DispenseStep):

@@ -91,6 +91,8 @@ class LabProfile(Params):
     #: robot carries vials (fetch_vial, run_flow, move_vial, measure)
     analysis: Literal["inline", "hplc", "hplc_robot"] = "hplc_robot"
     robot: str = "robot"
+    #: contact on the lab's ORD records (ord-schema requires an email for record_created)
+    records_contact_email: str = "lab@example.org"
     reactor_resource: str = "reactor"
     hplc: str = "hplc"
     reactor_station: str = "reactor_outlet"

@@ -78,10 +78,6 @@ def run_task(task_id: str, task: Any, lab: LabProfile, executor: Executor, *,
     experiments = []
     for k, cond in enumerate(plan.experiments):
         experiments.append({"conditions": cond, "proposed_by": metadata["proposed_by"], **outcomes.get(k, {})})
-    if not plan.experiments:  # procedure with run_flow steps that carry no experiment index
-        for s in plan.steps:
-            if s.op == "run_flow" and s.id in results:
-                experiments.append({"conditions": s.params["conditions"], **results[s.id]})
     report("done", 1.0, {})
     return {"kind": task.kind, "task_id": task_id, "proposed_by": metadata["proposed_by"],
             "experiments": experiments, "steps": {sid: r for sid, r in results.items()}}
