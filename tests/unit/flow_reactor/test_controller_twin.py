@@ -207,3 +207,34 @@ def test_estop_during_run(flow_rig):
         rig.controller.run_experiment(COND)
     rig.controller.clear_estop()
     assert rig.controller.plan(COND).total_flow_ml_min == pytest.approx(6.0)
+
+
+def test_no_steady_state_within_the_maximum_wait_is_a_typed_timeout(flow_rig):
+    from aichemist.errors import StepTimeout
+    from flow_reactor.controller import SteadyStateTimeout
+
+    # a tolerance far below the detector's noise: the signal never counts as flat, so the wait
+    # must end in a timeout after max_residence_times, never in a reading
+    rig = flow_rig(params_overrides={"steady_state.rel_tol": 1e-5, "steady_state.abs_tol_au": 0.0,
+                                     "steady_state.max_residence_times": 3.0})
+    _warm(rig, COND.temp_c)
+    with pytest.raises(SteadyStateTimeout) as info:
+        rig.controller.run_experiment(COND)
+    assert isinstance(info.value, StepTimeout) and info.value.code == ResultCode.TIMEOUT
+    assert rig.clock.now() > 3.0 * 30.0
+    _assert_safe(rig)
+
+
+def test_heating_timeout_and_cancel_leave_the_rig_safe(flow_rig):
+    from aichemist.errors import Cancelled, StepTimeout
+
+    rig = flow_rig(params_overrides={"operation.heat_timeout_s": 60.0})
+    with pytest.raises(StepTimeout, match="thermostat"):
+        rig.controller.run_experiment(COND)  # a cold bath cannot reach 80 C in a minute
+    _assert_safe(rig)
+    rig = flow_rig()
+    _warm(rig, COND.temp_c)
+    _at(rig, 40.0, lambda t: rig.controller.cancel())
+    with pytest.raises(Cancelled):
+        rig.controller.run_experiment(COND)
+    _assert_safe(rig)
