@@ -322,9 +322,9 @@ class FlowReactorController:
                 self.safe_state(f"{type(exc).__name__}: {exc}")
                 self.state.phase = "safe"
                 raise
-        except AIChemistError:
-            raise
         finally:
+            if self.state.phase == "validating":  # refused before anything moved
+                self.state.phase = "idle"
             self._feedback = None
             self._run_lock.release()
 

@@ -93,3 +93,11 @@ def test_missing_device_is_a_configuration_error(rig):
     del devices["detector"]
     with pytest.raises(ConfigurationError, match="detector"):
         FlowReactorController(_params(), devices, SimClock())
+
+
+def test_refused_run_leaves_the_controller_idle(rig):
+    devices, _ = rig
+    c = FlowReactorController(_params(), devices, SimClock())
+    with pytest.raises(LimitError):
+        c.run_experiment(FlowConditions(5.0, 90.0, 2.0, 0.3))
+    assert c.state.phase == "idle" and not c.busy
