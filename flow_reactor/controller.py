@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from aichemist.clock import Clock
-from aichemist.errors import (AIChemistError, Cancelled, CommunicationTimeout, ConfigurationError,
+from aichemist.errors import (Cancelled, CommunicationTimeout, ConfigurationError, ConflictError,
                               DeviceError, EmergencyStop, InterlockTripped, LimitError, StepTimeout)
 
 from . import interlocks as il
@@ -299,7 +299,6 @@ class FlowReactorController:
     def run_experiment(self, cond: FlowConditions, *, experiment_id: str = "", collect: bool = True,
                        feedback: Callable[[Feedback], None] | None = None) -> ExperimentResult:
         if not self._run_lock.acquire(blocking=False):
-            from aichemist.errors import ConflictError
             raise ConflictError("flow reactor is busy with another experiment")
         try:
             self._feedback = feedback
