@@ -27,8 +27,8 @@ from pydantic import Field
 from aichemist.clock import Clock
 from aichemist.errors import AIChemistError, PerceptionError, StepTimeout
 from aichemist.params import Params
-from manipulation.errors import (GraspFailed, GripperNotEmpty, LocalisationFailed, SlotEmpty, SlotOccupied,
-                                 UnknownSlot, UnknownStation)
+from manipulation.errors import (GraspFailed, GripperNotEmpty, LocalisationFailed, PathInCollision, SlotEmpty,
+                                 SlotOccupied, UnknownSlot, UnknownStation)
 from manipulation.hardware import Arm, Base, Gripper, Localiser, StationFix
 from manipulation.layout import LabLayout, Pose2D, Station, matrix_to_pose2d, se3_matrix, wrap_angle
 from manipulation.navigation import BaseRoutePlanner
@@ -258,7 +258,21 @@ class Skills:
             return
         self._sync_gripper_model()
         self.planner.set_scene(self._scene())
-        self._execute(self.planner.plan_joints(q, stow), "stowing arm")
+        try:
+            traj = self.planner.plan_joints(q, stow)
+        except PathInCollision:
+            # stopped close to the rack (a cancelled descent, an e-stop): back straight up first
+            up = self.robot.fk(q)
+            up[2, 3] += self.params.pre_grasp_height_m
+            self._execute(self.planner.plan_linear(q, up, self._rack_contacts()), "retreating")
+            traj = self.planner.plan_joints(self.arm.joint_positions(), stow)
+        self._execute(traj, "stowing arm")
+
+    def _rack_contacts(self) -> list[tuple[str, str]]:
+        """Contacts allowed while backing away from where the arm stopped: held vial and fingers on racks."""
+        racks = [f"{s.name}_rack" for s in self.layout.stations if s.rack is not None]
+        links = ("finger_left_link", "finger_right_link", ATTACHED_NAME)
+        return [(link, rack) for rack in racks for link in links]
 
     def _sync_gripper_model(self) -> None:
         self.robot.finger_opening_m = self.gripper.opening_m()

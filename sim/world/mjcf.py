@@ -62,8 +62,8 @@ def write_tag_texture(asset_dir: pathlib.Path, tag_id: int, px_per_cell: int = 1
     img = cv2.copyMakeBorder(black, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=255)
     path = tag_texture_path(asset_dir, tag_id)
     asset_dir.mkdir(parents=True, exist_ok=True)
-    # texture rows run along the plane's -y: flip so the printed tag reads as OpenCV draws it
-    cv2.imwrite(str(path), cv2.flip(img, 0))
+    # unflipped: a render detects as this id with the marker frame equal to the fiducial site (tested)
+    cv2.imwrite(str(path), img)
     return path
 
 

@@ -130,3 +130,41 @@ def test_robot_urdf_converts_with_sdformat(tmp_path):
     out = subprocess.run([ign, "sdf", "-p", str(rs.description_dir() / "urdf" / "aichemist_robot.urdf")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "shoulder_pan_joint" in out.stdout
+
+
+def test_station_camera_sees_the_fiducial_with_the_declared_id_and_pose(tmp_path):
+    """The tag texture is the right code and orientation: OpenCV reads id 10 from the render of
+    reagent_rack_camera and its marker frame matches the fiducial site."""
+    mujoco = pytest.importorskip("mujoco")
+    cv2 = pytest.importorskip("cv2")
+    from sim.world.mjcf import build_mjcf
+
+    model = mujoco.MjModel.from_xml_string(build_mjcf(asset_dir=tmp_path))
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "reagent_rack_camera")
+    width, height = 1280, 960
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+    except Exception as exc:  # noqa: BLE001 - no GL context on this machine
+        pytest.skip(f"MuJoCo cannot render here ({exc})")
+    try:
+        renderer.update_scene(data, camera=cam)
+        gray = cv2.cvtColor(renderer.render(), cv2.COLOR_RGB2GRAY)
+    finally:
+        renderer.close()
+    detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_APRILTAG_36h11))
+    corners, ids, _ = detector.detectMarkers(gray)
+    assert ids is not None and list(ids.ravel()) == [10]
+    f = height / 2 / np.tan(np.radians(model.cam_fovy[cam]) / 2)
+    k = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+    s = 0.025
+    obj = np.array([[-s, s, 0], [s, s, 0], [s, -s, 0], [-s, -s, 0]], dtype=np.float32)
+    ok, rvec, tvec = cv2.solvePnP(obj, corners[0].reshape(4, 2), k, None, flags=cv2.SOLVEPNP_IPPE_SQUARE)
+    assert ok
+    r_world_cam = data.cam_xmat[cam].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])  # MuJoCo camera -> optical
+    r_world_marker = r_world_cam @ cv2.Rodrigues(rvec)[0]
+    p_world_marker = r_world_cam @ tvec.ravel() + data.cam_xpos[cam]
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "reagent_rack_fiducial")
+    np.testing.assert_allclose(data.site_xmat[site].reshape(3, 3).T @ r_world_marker, np.eye(3), atol=0.05)
+    np.testing.assert_allclose(p_world_marker[:2], data.site_xpos[site][:2], atol=0.003)
