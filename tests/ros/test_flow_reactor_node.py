@@ -33,6 +33,8 @@ def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir
     flow = yaml.safe_load((REPO / "config/twin/flow_reactor.yaml").read_text())
     fp = flow["flow_reactor_node"]["ros__parameters"]
     fp["operation"] = {"flush_volumes": 0.5}
+    # a shared CI host can stall a process for a moment: 1 s of wall time before the watchdog
+    fp["interlocks"]["watchdog_s"] = 20.0
     for name in ("pump_dfnb", "pump_pyrrolidine", "pump_ethanol", "thermostat", "valve_collect",
                  "pressure_sensor", "detector"):
         fp[name]["port"] = f"{flow_ports_prefix}/{name}"
