@@ -11,6 +11,7 @@ they see what the bridge node (another process) writes.
 
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -20,6 +21,7 @@ import threading
 import time
 from typing import Any, Annotated
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -227,16 +229,24 @@ def create_app(database_url: str, settings: BridgeSettings | None = None, *, mig
                clock: Any = None) -> FastAPI:
     settings = settings or BridgeSettings()
     clock = clock or EpochClock()
-    # one pooled connection per worker thread of the server (anyio's default pool has 40), so
-    # connections are reused rather than opened and closed under load
-    db = Database(database_url, pool_size=40)
+    # one pooled connection per worker thread, so connections are reused rather than opened and
+    # closed under load
+    db = Database(database_url, pool_size=settings.worker_threads)
     if migrate:
         db.upgrade()
     limiter = RateLimiter(clock)
     bearer = HTTPBearer(auto_error=False, bearerFormat="ak_<id>_<secret>",
                         description="API key created with `aichemist keys create`")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        # Database work runs on this many threads. More threads than the database can use at once
+        # only add lock and GIL hand-offs (SQLite has one writer); fewer would idle PostgreSQL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="aichemist cloud bridge",
         version="1.0.0",
         description="Tasks in, results out: the HTTP side of the aichemist lab. Authenticate with "

@@ -55,6 +55,8 @@ class BridgeSettings(Params):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     rate_limit_per_s: float = Field(default=20.0, gt=0, le=100000, description="default per API key")
     rate_limit_burst: int = Field(default=40, ge=1, le=100000)
+    worker_threads: int = Field(default=12, ge=1, le=256, description="threads (and pooled connections) "
+                                "for database work")
     auth_cache_s: float = Field(default=1.0, ge=0, le=60,
                                 description="a key revoked from another process is refused within this time")
     sse_poll_s: float = Field(default=0.25, gt=0, le=10)

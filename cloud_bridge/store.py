@@ -285,8 +285,12 @@ def submit_task(db: Database, who: Principal, document: Any, *, idempotency_key:
         if found:
             return found
         raise
-    row.update(approved_by=None, approved_at=None, started_at=None, finished_at=None, result_code=None)
-    return task_view(Task(**row)), True
+    view = {k: row[k] for k in ("id", "lab", "kind", "campaign", "status", "submitted_by", "requires_approval",
+                                "cancel_requested", "created_at", "updated_at", "attempts", "phase", "progress",
+                                "error_type", "message")}
+    view.update(task=task.model_dump(mode="json"), approved_by=None, approved_at=None, started_at=None,
+                finished_at=None, result_code=None, has_result=False)
+    return view, True
 
 
 def _own_task(s: Session, who: Principal, task_id: str) -> Task:

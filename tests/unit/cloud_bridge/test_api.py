@@ -30,6 +30,7 @@ def test_submit_then_get(client, keys):
     assert r.headers["location"] == f"/v1/tasks/{body['id']}"
     got = client.get(f"/v1/tasks/{body['id']}", headers=auth(keys.reader))
     assert got.status_code == 200 and got.json()["task"]["conditions"]["temp_c"] == 90.0
+    assert got.json() == body  # the 202 answer is the stored task, field for field
 
 
 def test_idempotent_replay_returns_same_task_and_different_body_conflicts(client, keys, db):
