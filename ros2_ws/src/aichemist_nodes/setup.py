@@ -1,24 +1,16 @@
 """ament_python package: builds with colcon on a full ROS 2 install, and with pip (editable) in
 the project's venv. Executables live in lib/aichemist_nodes for `ros2 run`/launch_ros."""
 
+import pathlib
+
 from setuptools import setup
 
 package_name = "aichemist_nodes"
 
-# One executable per node; each module has main(). The embedded launcher and the ROS launch
-# files both resolve nodes by these names.
-NODES = [
-    "twin_node",
-    "flow_reactor_node",
-    "hplc_node",
-    "planner_node",
-    "bridge_node",
-    "manipulator_node",
-    "perception_node",
-    "lifecycle_manager",
-    "recorder_node",
-    "noop_device_node",
-]
+# One executable per node module (<name>_node.py, and the lifecycle manager); each has main().
+# The embedded launcher and the ROS launch files both resolve nodes by these names.
+_here = pathlib.Path(__file__).resolve().parent / package_name
+NODES = sorted(p.stem for p in _here.glob("*.py") if p.stem.endswith("_node") or p.stem == "lifecycle_manager")
 
 setup(
     name=package_name,
