@@ -7,6 +7,7 @@ size 1, 20 seeds. Hypervolume (BoTorch) with reference point STY 2957 kg m^-3 h^
 E-factor 10.7. Published: TSEMO 5,803 +- 2,659 at 42 s per suggestion.
 
     .venv/bin/python bench/optimizer_snar.py [--seeds 20] [--experiments 50] [--jobs 2]
+        [--results-file seeds.jsonl]   # resumable: finished seeds are kept and not run again
 
 Progress on stderr; the last stdout line is
 ``RESULT hv_mean=... hv_sd=... s_per_suggestion=... cpu_s_per_suggestion=...`` (wall-clock and
@@ -17,6 +18,8 @@ not counted).
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import statistics
 import sys
 import time
@@ -86,31 +89,40 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=50)
     parser.add_argument("--n-initial", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    parser.add_argument("--results-file", default="",
+                        help="JSON lines, one per finished seed; seeds already there are not run again")
     args = parser.parse_args()
-    hvs: list[float] = []
-    times: list[float] = []
-    cpu_times: list[float] = []
-    work = [(seed, args.experiments, args.n_initial) for seed in range(args.seeds)]
-    if args.jobs > 1:
+    done: dict[int, dict] = {}
+    if args.results_file and pathlib.Path(args.results_file).exists():
+        for line in pathlib.Path(args.results_file).read_text().splitlines():
+            rec = json.loads(line)
+            if rec["experiments"] == args.experiments:
+                done[rec["seed"]] = rec
+    work = [(seed, args.experiments, args.n_initial) for seed in range(args.seeds) if seed not in done]
+
+    def record(seed: int, hv: float, s: list[float], c: list[float]) -> None:
+        done[seed] = {"seed": seed, "experiments": args.experiments, "hv": hv, "wall_s": s, "cpu_s": c}
+        if args.results_file:
+            with open(args.results_file, "a") as f:
+                f.write(json.dumps(done[seed]) + "\n")
+        hvs_so_far = [r["hv"] for r in done.values()]
+        print(f"seed {seed}: hv={hv:.0f} (mean so far {statistics.mean(hvs_so_far):.0f} over {len(hvs_so_far)})",
+              file=sys.stderr, flush=True)
+
+    if args.jobs > 1 and work:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-            results = pool.imap(_run_seed_star, work)
-            for seed, (hv, s, c) in zip(range(args.seeds), results):
-                hvs.append(hv)
-                times += s
-                cpu_times += c
-                print(f"seed {seed}: hv={hv:.0f} (mean so far {statistics.mean(hvs):.0f})",
-                      file=sys.stderr, flush=True)
+            for item, (hv, s, c) in zip(work, pool.imap(_run_seed_star, work)):
+                record(item[0], hv, s, c)
     else:
         for item in work:
-            t0 = time.perf_counter()
             hv, s, c = run_seed(*item)
-            hvs.append(hv)
-            times += s
-            cpu_times += c
-            print(f"seed {item[0]}: hv={hv:.0f} ({time.perf_counter() - t0:.0f} s; mean so far "
-                  f"{statistics.mean(hvs):.0f})", file=sys.stderr, flush=True)
+            record(item[0], hv, s, c)
+    recs = [done[k] for k in range(args.seeds)]
+    hvs = [r["hv"] for r in recs]
+    times = [t for r in recs for t in r["wall_s"]]
+    cpu_times = [t for r in recs for t in r["cpu_s"]]
     sd = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
     print(f"RESULT hv_mean={statistics.mean(hvs):.0f} hv_sd={sd:.0f} "
           f"s_per_suggestion={statistics.mean(times) if times else 0.0:.3f} "
