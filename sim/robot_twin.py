@@ -238,7 +238,7 @@ class RobotTwin:
         pos, rot = self._tcp()
         body = self._vial_body[vial]
         rel = rot.T @ (self.data.xpos[body] - pos)
-        rel[1] = 0.0  # the closing pads centre the vial
+        rel[:2] = 0.0  # V-groove pads centre a round vial both across and along the pads
         # a firm grip: the vial moves rigidly with the TCP until released (or until it slips)
         self._held_rel = (rel, rot.T @ self.data.xmat[body].reshape(3, 3))
         # held: the pads' (kinematic) contact would fight the grip; the grip holds it

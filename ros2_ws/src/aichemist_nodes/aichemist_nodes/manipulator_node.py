@@ -1,0 +1,313 @@
+"""manipulator_node: the mobile manipulator's actions over the pure-Python skills core.
+
+Actions (aichemist_interfaces):
+  /manipulator/navigate_to_station  NavigateToStation  drive to a station and re-localise on it
+  /manipulator/pick_place           PickPlace          move a vial from one rack slot to another
+Topics: /manipulator/joint_states (sensor_msgs/JointState, arm + fingers),
+        /manipulator/odom (nav_msgs/Odometry: the base pose the robot believes, frame "map").
+
+Lifecycle: configure loads the lab layout and builds the planner and the robot's drivers;
+activate enables motion. Goals are refused (result code, no motion) while an e-stop is active,
+while inactive, while another goal runs, and for unknown stations/slots, empty sources or full
+targets. A cancel halts the arm and the base at the next control step; the e-stop
+(/safety/estop) does the same for a running goal, within one control period (20 ms of the
+robot's simulated time, far inside the 200 ms budget).
+
+Hardware: ``hardware: twin`` runs the robot's MuJoCo twin (sim.robot_twin) in this process,
+stepped lock-step with the skills and paced at ``twin_real_time_factor``; joint states and
+odometry are stamped with the twin's simulated time. The localiser is the twin's ground truth
+plus the fiducial pipeline's noise (``twin_ground_truth``) or the perception node's
+/perception/locate_station service (``perception_service``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from aichemist.errors import (AIChemistError, Cancelled, ConflictError, EmergencyStop, PerceptionError,
+                              error_from_result)
+from aichemist.params import Params
+from aichemist_nodes.node_base import STATE_QOS, HardwareNode, action_server, set_error, spin_node
+
+
+class ManipulatorNodeParams(Params):
+    layout_path: str = Field("", description="lab layout YAML; empty = sim/world/lab.yaml")
+    hardware: Literal["twin"] = Field("twin", description="robot drivers: the in-process MuJoCo twin")
+    localiser: Literal["twin_ground_truth", "perception_service"] = "twin_ground_truth"
+    planner_backend: Literal["auto", "embedded", "moveit"] = "embedded"
+    twin_real_time_factor: float = Field(10.0, ge=0.1, le=1000.0, description="simulated s per wall s")
+    twin_seed: int = Field(0, ge=0, le=1_000_000, description="odometry error draw of the twin robot")
+    start_station: str = Field("charging_dock", description="where the twin robot starts")
+    joint_state_rate_hz: float = Field(20.0, ge=1.0, le=200.0)
+    locate_timeout_s: float = Field(5.0, gt=0.0, le=60.0)
+
+
+class PacedSimClock:
+    """Lock-step simulated time for the skills, paced against the wall clock at a real-time factor
+    (``sleep`` steps the twin, then waits the rest of dt / factor)."""
+
+    def __init__(self, twin: Any, real_time_factor: float) -> None:
+        from aichemist.clock import SimClock
+
+        self._sim = SimClock(max_step=0.02)
+        self._sim.add_stepper(twin.step)
+        self.factor = real_time_factor
+        self._wall0 = time.monotonic()
+        self._sim0 = 0.0
+
+    def now(self) -> float:
+        return self._sim.now()
+
+    def sleep(self, seconds: float) -> None:
+        self._sim.sleep(seconds)
+        ahead = (self._sim.now() - self._sim0) / self.factor - (time.monotonic() - self._wall0)
+        if ahead > 0:
+            time.sleep(ahead)
+        elif ahead < -1.0:  # fell behind (slow machine): do not try to catch up in a burst
+            self._wall0, self._sim0 = time.monotonic(), self._sim.now()
+
+
+class ServiceLocaliser:
+    """Localiser over the perception node's /perception/locate_station service."""
+
+    def __init__(self, node: Any, timeout_s: float) -> None:
+        from aichemist_interfaces.srv import LocateStation
+
+        self._srv = LocateStation
+        self.client = node.create_client(LocateStation, "/perception/locate_station", callback_group=node.cb_group)
+        self.timeout_s = timeout_s
+
+    def locate_station(self, station: str):
+        from manipulation.errors import LocalisationFailed
+        from manipulation.hardware import StationFix
+
+        if not self.client.wait_for_service(timeout_sec=self.timeout_s):
+            raise LocalisationFailed("perception service /perception/locate_station is not available")
+        request = self._srv.Request()
+        request.station, request.timeout_s = station, float(self.timeout_s)
+        done = threading.Event()
+        future = self.client.call_async(request)
+        future.add_done_callback(lambda _f: done.set())
+        if not done.wait(self.timeout_s + 2.0):
+            raise LocalisationFailed(f"/perception/locate_station gave no answer for '{station}'")
+        res = future.result()
+        if res.code != 0:
+            err = error_from_result(res.code, res.error_type, res.message)
+            raise err if isinstance(err, PerceptionError) else LocalisationFailed(str(err))
+        p, q = res.station_pose.pose.position, res.station_pose.pose.orientation
+        t = np.eye(4)
+        t[:3, :3] = _quat_to_matrix(q.w, q.x, q.y, q.z)
+        t[:3, 3] = (p.x, p.y, p.z)
+        return StationFix(station, t, distance_m=res.distance_m, reprojection_error_px=res.reprojection_error_px)
+
+
+def _quat_to_matrix(w: float, x: float, y: float, z: float) -> np.ndarray:
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+class ManipulatorNode(HardwareNode):
+    params_model = ManipulatorNodeParams
+
+    def __init__(self) -> None:
+        super().__init__("manipulator_node")
+        self.skills = None
+        self.twin = None
+        self.clock_sim = None
+        self._busy = threading.Lock()
+        self._stop_request: AIChemistError | None = None
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import JointState
+
+        self.joint_pub = self.create_publisher(JointState, "/manipulator/joint_states", STATE_QOS)
+        self.odom_pub = self.create_publisher(Odometry, "/manipulator/odom", STATE_QOS)
+        self._timer = None
+
+    # --- lifecycle hooks ----------------------------------------------------------------------
+    def configure_core(self, params: ManipulatorNodeParams) -> None:
+        from aichemist.errors import ConfigurationError
+        from manipulation.layout import load_layout
+        from manipulation.planning import make_planner
+        from manipulation.skills import Skills
+        from sim.robot_twin import RobotTwin, TwinArm, TwinBase, TwinGripper, TwinLocaliser
+
+        layout = load_layout(params.layout_path or None)
+        if params.start_station not in layout.station_names():
+            raise ConfigurationError(f"start_station={params.start_station!r} is not a station of the layout "
+                                     f"({', '.join(layout.station_names())})")
+        planner = make_planner(params.planner_backend)
+        self.twin = RobotTwin(layout, seed=params.twin_seed, start_station=params.start_station)
+        self.clock_sim = PacedSimClock(self.twin, params.twin_real_time_factor)
+        localiser = (TwinLocaliser(self.twin) if params.localiser == "twin_ground_truth"
+                     else ServiceLocaliser(self, params.locate_timeout_s))
+        self.skills = Skills(layout, planner, TwinArm(self.twin), TwinGripper(self.twin), TwinBase(self.twin),
+                             localiser, self.clock_sim, should_stop=self._should_stop)
+        self._timer = self.create_timer(1.0 / params.joint_state_rate_hz, self._publish_state,
+                                        callback_group=self.cb_group)
+        self._nav_server = action_server(self, _action("NavigateToStation"), "/manipulator/navigate_to_station",
+                                         self._execute_navigate, cancel_callback=self._accept_cancel)
+        self._pick_server = action_server(self, _action("PickPlace"), "/manipulator/pick_place",
+                                          self._execute_pick_place, cancel_callback=self._accept_cancel)
+
+    def cleanup_core(self) -> None:
+        for attr in ("_nav_server", "_pick_server"):
+            server = getattr(self, attr, None)
+            if server is not None:
+                server.destroy()
+                setattr(self, attr, None)
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        self.skills = None
+        self.twin = None
+
+    def safe_state(self) -> None:
+        """Halt the arm and the base now (running goals see the stop at their next control step)."""
+        if self.estop_active:
+            self._stop_request = EmergencyStop(f"emergency stop ({self.estop_reason}): all motion halted")
+        if self.twin is not None:
+            self.twin.halt_arm()
+            self.twin.set_base_velocity(0.0, 0.0, 0.0)
+
+    # --- actions -------------------------------------------------------------------------------
+    def _accept_cancel(self, _goal_handle: Any) -> Any:
+        from rclpy.action import CancelResponse
+
+        return CancelResponse.ACCEPT
+
+    def _should_stop(self) -> AIChemistError | None:
+        if self.estop_active:
+            return EmergencyStop(f"emergency stop ({self.estop_reason}): all motion halted")
+        if self._goal is not None and self._goal.is_cancel_requested:
+            return Cancelled("goal cancelled: arm and base halted")
+        return None
+
+    _goal: Any = None
+
+    def _run(self, goal_handle: Any, action: Any, work) -> Any:
+        result = action.Result()
+        t0 = self.clock_sim.now() if self.clock_sim is not None else 0.0
+        if not self._busy.acquire(blocking=False):
+            set_error(result, ConflictError("manipulator is busy with another goal; goal refused"))
+            goal_handle.abort()
+            return result
+        try:
+            self.require_actuation()
+            self._goal = goal_handle
+            last = {"phase": None, "t": 0.0}
+
+            def feedback(phase: str, progress: float) -> None:
+                now = time.monotonic()
+                if phase == last["phase"] and now - last["t"] < 0.2:
+                    return
+                last.update(phase=phase, t=now)
+                fb = action.Feedback()
+                fb.phase, fb.progress = phase, float(progress)
+                goal_handle.publish_feedback(fb)
+
+            self.skills.feedback = feedback
+            work(result)
+            result.code, result.error_type, result.message = 0, "", "ok"
+            result.duration_s = float(self.clock_sim.now() - t0)
+            goal_handle.succeed()
+        except AIChemistError as exc:
+            set_error(result, exc)
+            result.duration_s = float(self.clock_sim.now() - t0) if self.clock_sim else 0.0
+            self.get_logger().warning(f"goal failed: {exc.error_type}: {exc}")
+            if isinstance(exc, Cancelled) and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
+        except Exception as exc:  # noqa: BLE001 - reported as INTERNAL, motion halted
+            self.safe_state()
+            set_error(result, exc)
+            self.get_logger().error(f"goal crashed: {exc!r}")
+            goal_handle.abort()
+        finally:
+            self._goal = None
+            self._busy.release()
+        return result
+
+    def _execute_navigate(self, goal_handle: Any) -> Any:
+        def work(res: Any) -> None:
+            self.skills.station(goal_handle.request.station)  # unknown station: refused before motion
+            self.skills.dock(goal_handle.request.station)
+            pose = self.skills.base.odometry()
+            res.base_pose.x, res.base_pose.y, res.base_pose.theta = pose.x, pose.y, pose.yaw
+
+        return self._run(goal_handle, _action("NavigateToStation"), work)
+
+    def _execute_pick_place(self, goal_handle: Any) -> Any:
+        g = goal_handle.request
+
+        def work(res: Any) -> None:
+            res.vial_id = self.skills.transfer(g.source_station, g.source_slot, g.target_station, g.target_slot)
+
+        return self._run(goal_handle, _action("PickPlace"), work)
+
+    # --- state ---------------------------------------------------------------------------------
+    def _publish_state(self) -> None:
+        twin = self.twin
+        if twin is None:
+            return
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import JointState
+
+        from manipulation import robot_spec
+
+        with twin.lock:
+            t = twin.t
+            q = twin.arm_q.copy()
+            qd = twin.arm_qd.copy()
+            opening = twin.opening
+            odom = twin.odom_pose.copy()
+            vel = twin.cmd_vel.copy()
+        stamp = _time_msg(t)
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = list(robot_spec.ARM_JOINTS) + list(robot_spec.FINGER_JOINTS)
+        js.position = [float(v) for v in q] + [opening / 2, opening / 2]
+        js.velocity = [float(v) for v in qd] + [0.0, 0.0]
+        self.joint_pub.publish(js)
+        od = Odometry()
+        od.header.stamp = stamp
+        od.header.frame_id = "map"
+        od.child_frame_id = robot_spec.BASE_FRAME
+        od.pose.pose.position.x, od.pose.pose.position.y = float(odom[0]), float(odom[1])
+        od.pose.pose.orientation.z, od.pose.pose.orientation.w = math.sin(odom[2] / 2), math.cos(odom[2] / 2)
+        od.twist.twist.linear.x, od.twist.twist.linear.y = float(vel[0]), float(vel[1])
+        od.twist.twist.angular.z = float(vel[2])
+        self.odom_pub.publish(od)
+
+
+def _time_msg(t: float) -> Any:
+    from builtin_interfaces.msg import Time
+
+    msg = Time()
+    msg.sec = int(math.floor(t))
+    msg.nanosec = int((t - math.floor(t)) * 1e9)
+    return msg
+
+
+def _action(name: str) -> Any:
+    import aichemist_interfaces.action as actions
+
+    return getattr(actions, name)
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin_node(ManipulatorNode, args)
+
+
+__all__ = ["ManipulatorNode", "ManipulatorNodeParams", "PacedSimClock", "ServiceLocaliser", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""manipulator_node as its own process (its MuJoCo robot twin inside): lifecycle, bad goals
+refused without motion, NavigateToStation and PickPlace with feedback, cancel halts the arm,
+the e-stop halts everything and refuses new goals until cleared."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def _setup(tmp_path: pathlib.Path) -> pathlib.Path:
+    params_dir = tmp_path / "params"
+    params_dir.mkdir()
+    (params_dir / "manipulator_node.yaml").write_text(yaml.safe_dump(
+        {"manipulator_node": {"ros__parameters": {"twin_real_time_factor": 40.0, "twin_seed": 3}}}))
+    manifest = {"name": "manipulator_test", "params_dir": str(params_dir),
+                "nodes": [{"name": "manipulator_node", "executable": "manipulator_node",
+                           "params": "manipulator_node.yaml", "lifecycle": True}]}
+    path = tmp_path / "manipulator_test.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def _change_state(node, target: str, transition_id: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    client = node.create_client(ChangeState, f"/{target}/change_state")
+    assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
+    req = ChangeState.Request()
+    req.transition.id = transition_id
+    res = client.call(req, timeout_sec=120.0)
+    assert res is not None, "change_state timed out"
+    return res.success
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    event = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        event.wait(0.05)
+    return predicate()
+
+
+def _send(client, goal, feedback=None, cancel_after=None):
+    """Send a goal; optionally cancel it once ``cancel_after(feedback_list)`` is true."""
+    accepted = threading.Event()
+    fut = client.send_goal_async(goal, feedback_callback=(lambda m: feedback.append(m.feedback))
+                                 if feedback is not None else None)
+    fut.add_done_callback(lambda _f: accepted.set())
+    assert accepted.wait(30.0)
+    handle = fut.result()
+    assert handle.accepted
+    done = threading.Event()
+    res_fut = handle.get_result_async()
+    res_fut.add_done_callback(lambda _f: done.set())
+    cancelled = False
+    deadline = time.monotonic() + 300.0
+    while not done.wait(0.02):
+        assert time.monotonic() < deadline, "no result"
+        if cancel_after is not None and not cancelled and cancel_after(feedback):
+            handle.cancel_goal_async()
+            cancelled = True
+    return res_fut.result().result
+
+
+def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from nav_msgs.msg import Odometry
+    from rclpy.action import ActionClient
+    from sensor_msgs.msg import JointState
+
+    from aichemist.errors import ResultCode
+    from aichemist_interfaces.action import NavigateToStation, PickPlace
+    from aichemist_interfaces.msg import SafetyState
+    from aichemist_nodes.node_base import ESTOP_QOS, ESTOP_TOPIC, STATE_QOS, publish_estop
+
+    launch(_setup(tmp_path))
+    joints: list[JointState] = []
+    odoms: list[Odometry] = []
+    ros_probe.create_subscription(JointState, "/manipulator/joint_states", joints.append, STATE_QOS)
+    ros_probe.create_subscription(Odometry, "/manipulator/odom", odoms.append, STATE_QOS)
+    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    assert _wait_for(lambda: len(joints) > 3 and len(odoms) > 3, 15.0)
+    assert list(joints[-1].name)[:6] == ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint",
+                                         "wrist_1_joint", "wrist_2_joint", "wrist_3_joint"]
+
+    nav = ActionClient(ros_probe, NavigateToStation, "/manipulator/navigate_to_station")
+    pick = ActionClient(ros_probe, PickPlace, "/manipulator/pick_place")
+    assert nav.wait_for_server(timeout_sec=30.0) and pick.wait_for_server(timeout_sec=30.0)
+
+    # bad goals: refused with a clear reason, nothing moves
+    before = (odoms[-1].pose.pose.position.x, odoms[-1].pose.pose.position.y, tuple(joints[-1].position))
+    res = _send(nav, NavigateToStation.Goal(station="fume_cupboard_9"))
+    assert res.code == ResultCode.NOT_FOUND and res.error_type == "UnknownStation"
+    assert "known stations" in res.message
+    res = _send(pick, PickPlace.Goal(source_station="reagent_rack", source_slot="B4",
+                                     target_station="hplc_autosampler", target_slot="A1"))
+    assert res.code == ResultCode.CONFLICT and res.error_type == "SlotEmpty"
+    res = _send(pick, PickPlace.Goal(source_station="reagent_rack", source_slot="A1",
+                                     target_station="reagent_rack", target_slot="A2"))
+    assert res.code == ResultCode.CONFLICT and res.error_type == "SlotOccupied"
+    after = (odoms[-1].pose.pose.position.x, odoms[-1].pose.pose.position.y, tuple(joints[-1].position))
+    assert after == before
+
+    # navigate with feedback
+    feedback: list = []
+    res = _send(nav, NavigateToStation.Goal(station="reagent_rack"), feedback)
+    assert res.code == 0, res.message
+    # feedback and result travel on different topics: the last feedback may land just after
+    assert _wait_for(lambda: {"navigating", "localising"} <= {f.phase for f in feedback}, 5.0)
+    assert res.base_pose.y == pytest.approx(1.08, abs=0.03) and res.duration_s > 3.0
+
+    # a pick-and-place, cancelled while the arm descends: the arm halts
+    feedback = []
+    res = _send(pick, PickPlace.Goal(source_station="reagent_rack", source_slot="A1",
+                                     target_station="hplc_autosampler", target_slot="A1"), feedback,
+                cancel_after=lambda fb: any(f.phase == "descending" for f in fb))
+    assert res.code == ResultCode.CANCELLED, res.message
+    n = len(joints)
+    assert _wait_for(lambda: len(joints) > n + 5, 5.0)
+    assert joints[-1].position == joints[n].position and not any(joints[-1].velocity[:6])
+
+    # e-stop during a drive: halted, result says so; new goals refused while latched
+    estop_pub = ros_probe.create_publisher(SafetyState, ESTOP_TOPIC, ESTOP_QOS)
+    feedback = []
+    done: dict = {}
+
+    def drive() -> None:
+        done["result"] = _send(nav, NavigateToStation.Goal(station="hplc_autosampler"), feedback)
+
+    worker = threading.Thread(target=drive)
+    worker.start()
+    assert _wait_for(lambda: any(f.phase == "navigating" and f.progress > 0.0 for f in feedback), 60.0)
+    publish_estop(ros_probe, estop_pub, True, "test", "operator pressed the button")
+    worker.join(60.0)
+    assert done["result"].code == ResultCode.EMERGENCY_STOP, done["result"].message
+    n = len(odoms)
+    assert _wait_for(lambda: len(odoms) > n + 5, 5.0)
+    last = odoms[-1]
+    assert last.twist.twist.linear.x == 0.0 and last.twist.twist.linear.y == 0.0 and last.twist.twist.angular.z == 0.0
+    assert (last.pose.pose.position.x, last.pose.pose.position.y) == (odoms[n].pose.pose.position.x,
+                                                                      odoms[n].pose.pose.position.y)
+    res = _send(nav, NavigateToStation.Goal(station="reagent_rack"))
+    assert res.code == ResultCode.EMERGENCY_STOP and "e-stop" in res.message
+    publish_estop(ros_probe, estop_pub, False, "test", "cleared")
+    res = _send(nav, NavigateToStation.Goal(station="reagent_rack"))
+    assert res.code == 0, res.message
