@@ -171,3 +171,18 @@ def test_procedure_preconditions_track_vials(lab):
         compile_task(bad, lab)
     msgs = " | ".join(p["message"] for p in exc.value.problems)
     assert "not at the reactor outlet" in msgs and "no such station" in msgs and "no such step" in msgs
+
+
+def test_command_line_dry_run(tmp_path, capsys):
+    from planner.__main__ import main
+
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"kind": "flow_experiment", "conditions": GOOD}))
+    assert main(["dry-run", str(ok)]) == 0
+    out = capsys.readouterr().out
+    assert "schedule: makespan" in out and "[ok] inventory" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "flow_experiment", "conditions": {**GOOD, "temp_c": 300}}))
+    assert main(["dry-run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "REJECTED" in err and "conditions.temp_c" in err
