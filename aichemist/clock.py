@@ -9,6 +9,7 @@ deterministic and far faster than real time; in ROS nodes it is the node's clock
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Callable, Protocol
@@ -52,11 +53,14 @@ class SimClock:
         return self._t
 
     def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds``. Any positive wait moves time forward, however small, so a
+        caller that waits in a loop for a deadline always gets there."""
         with self._lock:
             remaining = seconds
-            while remaining > 1e-12:
+            while remaining > 0:
                 dt = min(self.max_step, remaining)
                 for step in self._steppers:
                     step(self._t, dt)
-                self._t += dt
+                new_t = self._t + dt
+                self._t = new_t if new_t > self._t else math.nextafter(self._t, math.inf)
                 remaining -= dt
