@@ -5,6 +5,8 @@ Fiducial pose: a 5 cm AprilTag 36h11 seen from random directions (azimuth +-35 d
 (sim.cameras.CameraEffects defaults). Errors are of the tag pose in the camera frame against the
 truth; refusals (PerceptionError) are counted, not scored. The headline pose numbers are the
 medians at 0.4-0.5 m (the goal's range); per-distance medians go to stderr.
+Tray inspection from above: the lab's 2x5 autosampler tray with random vials and caps, camera
+0.35-0.6 m above (occupancy and caps; the level is not visible from above).
 Rack inspection: racks of 6 slots with random vials (present, cap, liquid level and colour) at the
 same distances; occupancy and cap accuracy over all slots, liquid-level error (fraction of the
 vial height) as the median over occupied slots (max on stderr).
@@ -12,7 +14,7 @@ fps: the fiducial pipeline (detect + ECC refinement + pose + trust checks) on th
 frames, single thread, wall clock (last on the line) and from CPU time (fps_cpu, what an idle core
 gives when other processes share the machine).
 
-Usage: .venv/bin/python bench/perception_accuracy.py [--views 20] [--racks 4] [--seed 0]
+Usage: .venv/bin/python bench/perception_accuracy.py [--views 20] [--racks 4] [--trays 10] [--seed 0]
 """
 
 from __future__ import annotations
@@ -120,6 +122,51 @@ def rack_accuracy(distances, racks_per_distance: int, rng) -> tuple[float, float
     return occ_ok / max(n_slots, 1), cap_ok / max(n_occ, 1), float(np.median(level_errs)), float(np.max(level_errs))
 
 
+def tray_accuracy(trays: int, rng) -> tuple[float, float]:
+    """Top view of the lab's 2x5 autosampler tray (random vials and caps), camera 0.35-0.6 m above."""
+    from perception.inspection import TopViewRackInspector
+    from perception.rack import GridRackGeometry
+    from sim.perception_scenes import look_at
+
+    geometry = GridRackGeometry(name="tray", marker_id=12, marker_xyz_m=(0.07, -0.17, 0.0005), rows=2, cols=5,
+                                pitch_m=0.04, first_slot_xyz_m=(0.05, 0.08, 0.015))
+    occ_ok = cap_ok = n = n_occ = 0
+    for _ in range(trays):
+        vials = [VialTruth(bool(rng.random() < 0.7), bool(rng.random() < 0.6)) for _ in range(10)]
+        station = make_transform(rpy_to_matrix(0, 0, rng.uniform(-3, 3)), [0.0, 0.0, 0.0])
+        builder = SceneBuilder()
+        builder.add_grid_rack(geometry, station, vials)
+        centre = (station @ np.array([0.07, 0.0, 0.0, 1.0]))[:3]
+        eye = centre + [rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.6)]
+        builder.add_camera("cam", look_at(eye, centre, up=(1, 0, 0)), fovy_deg=60)
+        scene = builder.build()
+        camera = MujocoCamera(scene.model, scene.data, "cam", effects=CameraEffects(), seed=int(rng.integers(1 << 30)))
+        image = camera.render_rgb()
+        camera.close()
+        try:
+            result = TopViewRackInspector(geometry).inspect(image, camera.intrinsics)
+        except PerceptionError as exc:
+            log(f"  tray refused: {exc}")
+            continue
+        for v, s in zip(vials, result.slots):
+            n += 1
+            occ_ok += v.present == s.occupied
+            if v.present != s.occupied or (v.present and v.cap != s.cap_present):
+                log(f"  tray wrong: truth present={v.present} cap={v.cap}; got occupied={s.occupied} "
+                    f"cap={s.cap_present} (scores occ {s.occupied_score:.3f} cap {s.cap_score:.3f}, "
+                    f"camera {eye[2] - centre[2]:.2f} m up)")
+                if os.environ.get("PERCEPTION_BENCH_DUMP"):
+                    import cv2
+
+                    cv2.imwrite(os.path.join(os.environ["PERCEPTION_BENCH_DUMP"], f"tray_wrong_{n}.png"),
+                                image[:, :, ::-1])
+            if v.present:
+                n_occ += 1
+                cap_ok += v.cap == s.cap_present
+    log(f"trays (top view): occupancy {occ_ok}/{n}, caps {cap_ok}/{n_occ}")
+    return occ_ok / max(n, 1), cap_ok / max(n_occ, 1)
+
+
 def fiducial_fps(frames: list[np.ndarray], camera: MujocoCamera, seconds: float = 3.0) -> tuple[float, float]:
     """(wall-clock fps, fps from the process's CPU time): the second is what an idle core gives
     when other processes share the machine."""
@@ -138,6 +185,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--views", type=int, default=20, help="views per distance for the fiducial pose")
     ap.add_argument("--racks", type=int, default=4, help="racks per distance for inspection")
+    ap.add_argument("--trays", type=int, default=10, help="trays inspected from above")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -145,6 +193,7 @@ def main() -> None:
     results, frames, camera = fiducial_accuracy(distances, args.views, rng)
     goal = np.vstack([results[0.4][0], results[0.5][0]])
     occ, cap, level_med, level_max = rack_accuracy((0.3, 0.5, 0.8), args.racks, rng)
+    tray_occ, tray_cap = tray_accuracy(args.trays, rng)
     fps, fps_cpu = fiducial_fps(frames, camera)
     camera.close()
     log(f"fiducial pipeline: {fps:.1f} fps wall clock, {fps_cpu:.1f} fps of CPU time, 640x480; "
@@ -155,6 +204,7 @@ def main() -> None:
           f"pose_err_mm_median_0.8m={np.median(results[0.8][0][:, 0]):.3f} "
           f"pose_err_deg_median_0.8m={np.median(results[0.8][0][:, 1]):.3f} pose_refused={refused} "
           f"occupancy_acc={occ:.4f} cap_acc={cap:.4f} level_err={level_med:.4f} level_err_max={level_max:.4f} "
+          f"tray_occupancy_acc={tray_occ:.4f} tray_cap_acc={tray_cap:.4f} "
           f"fps_cpu={fps_cpu:.1f} fps={fps:.1f}")
 
 

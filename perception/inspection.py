@@ -222,8 +222,11 @@ class RackInspector:
 
 
 class TopViewParams(Params):
-    occupied_score: float = Field(0.05, gt=0.0, le=2.0, description="slot floor vs rack plate (empty < 0.03, glass > 0.09)")
+    occupied_score: float = Field(0.035, gt=0.0, le=2.0,
+                                  description="slot floor vs rack plate (seen: empty <= 0.03, bare glass >= 0.044)")
     cap_score: float = Field(0.35, gt=0.0, le=2.0, description="cap (coloured/dark) vs rack plate")
+    shade_score: float = Field(0.03, gt=0.0, le=1.0,
+                               description="darkest tenth of the vial silhouette vs plate (empty <= 0.022, glass >= 0.039)")
     min_plate_level: float = Field(0.12, gt=0.0, le=1.0)
     min_slot_px: float = Field(6.0, gt=0.0, le=1000.0)
 
@@ -234,7 +237,10 @@ class TopViewRackInspector:
     Each slot's vial top (a disk at the vial's height) is projected into the image and its colour
     divided by the rack plate's colour sampled between the slots; a vial top differs from the plate
     (score as in ``RackInspector``), a cap strongly. The liquid level is not visible from above:
-    ``liquid_level_fraction`` is NaN.
+    ``liquid_level_fraction`` is NaN. A bare glass top can match the plate: the vial's side wall,
+    shaded as a crescent from above, is the second cue (the darkest tenth of samples on its
+    silhouette against the plate). ``last_scores`` keeps (floor, shade, cap) per slot of the last
+    inspection for diagnosis.
     """
 
     def __init__(self, geometry: GridRackGeometry, params: Optional[TopViewParams] = None,
@@ -261,6 +267,7 @@ class TopViewRackInspector:
         def project(_self, k, t, pts):
             return _project_points(k, t, pts)
         out = RackInspection(g.name, rack_in_camera)
+        self.last_scores: list[tuple[float, float, float]] = []
         ring = [(r * np.cos(t), r * np.sin(t)) for r in (0.0, 0.3, 0.55) for t in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
         # the plate's colour: the points between slots (inside the plate, never under a vial)
         h = g.pitch_m / 2
@@ -290,20 +297,28 @@ class TopViewRackInspector:
                 floor_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera,
                                                               disk(bottom + [0, 0, 0.001], 0.6))), axis=0)
                 top_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera, disk(top, 0.7))), axis=0)
+                # the vial's body from above: its side wall shows as a shaded crescent where a bare
+                # glass top may match the plate; an empty slot shows the plate (or its own shadow-free floor)
+                shell = np.array([bottom + [rr * g.vial_radius_m * np.cos(t), rr * g.vial_radius_m * np.sin(t), zz]
+                                  for zz in np.linspace(0.15, 0.95, 5) * g.vial_height_m for rr in (0.8, 1.0)
+                                  for t in np.linspace(0, 2 * np.pi, 16, endpoint=False)])
+                shell_grey = _sample(rgb, project(self, intrinsics, rack_in_camera, shell)).mean(axis=1)
             if not (np.all(np.isfinite(floor_rgb)) and np.all(np.isfinite(top_rgb)) and np.all(np.isfinite(plate_rgb))):
                 raise UntrustworthyEstimate(f"rack {g.name}: slot {name} is not fully inside the image")
             if plate_rgb.mean() < p.min_plate_level:
                 raise ImageQualityError(f"rack {g.name}: rack plate too dark to inspect "
                                         f"(mean {plate_rgb.mean():.2f} < {p.min_plate_level})")
             ref = np.maximum(plate_rgb, 1e-3)
+            shade_score = float(1.0 - np.nanpercentile(shell_grey, 10) / max(float(plate_rgb.mean()), 1e-3))
             # unclipped: a glass vial seen from above may be brighter than the plate (its top faces the lights)
             occ_score = float(np.linalg.norm(floor_rgb / ref - 1.0))
             # a cap absorbs (dark or coloured): only absorption counts
             cap_score = float(np.linalg.norm(np.minimum(top_rgb / ref, 1.0) - 1.0))
-            occupied = occ_score > p.occupied_score
+            occupied = occ_score > p.occupied_score or shade_score > p.shade_score
             cap = occupied and cap_score > p.cap_score
             margin = min(abs(occ_score - p.occupied_score) / p.occupied_score,
                          abs(cap_score - p.cap_score) / p.cap_score)
-            out.slots.append(SlotResult(i, f"{g.name}/{name}", bool(occupied), bool(cap), float("nan"), occ_score,
-                                        cap_score, float(np.clip(margin, 0.0, 1.0))))
+            out.slots.append(SlotResult(i, f"{g.name}/{name}", bool(occupied), bool(cap), float("nan"),
+                                        max(occ_score, shade_score), cap_score, float(np.clip(margin, 0.0, 1.0))))
+            self.last_scores.append((occ_score, shade_score, cap_score))
         return out

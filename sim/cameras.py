@@ -141,21 +141,22 @@ class MujocoCamera:
         rgb = self._renderer.render()
         if not randomise:
             return rgb.copy()
-        if self.effects.auto_exposure:
-            # settle within the frame (a real camera takes a few frames; the twin has no need to)
-            for _ in range(4):
-                saturated = np.count_nonzero(rgb[::2, ::2].max(axis=2) >= 254) / (rgb.shape[0] * rgb.shape[1] / 4)
-                if saturated <= 0.005:
+        e = self.effects
+        gain = self.rng.uniform(e.gain_min, e.gain_max)
+        if e.auto_exposure:
+            # settle within the frame (a real camera takes a few frames; the twin has no need to);
+            # the sensor gain counts: a white plate must stay below 255 after it
+            for _ in range(6):
+                brightest = rgb[::2, ::2].max(axis=2).astype(np.float32) * gain
+                if np.count_nonzero(brightest >= 254) / brightest.size <= 0.005:
                     break
                 self.exposure *= 0.8
                 self._apply_exposure()
                 self._renderer.update_scene(self.data, camera=self.cam_id)
                 rgb = self._renderer.render()
-            if np.percentile(rgb[::4, ::4], 99) < 170 and self.exposure < 1.0:
+            if np.percentile(rgb[::4, ::4], 99) * gain < 170 and self.exposure < 1.0:
                 self.exposure = min(1.0, self.exposure * 1.1)
-        e = self.effects
-        return apply_image_effects(rgb, self.rng, gain=self.rng.uniform(e.gain_min, e.gain_max),
-                                   noise_sigma=e.noise_sigma,
+        return apply_image_effects(rgb, self.rng, gain=gain, noise_sigma=e.noise_sigma,
                                    blur_sigma_px=self.rng.uniform(0.0, e.blur_sigma_max_px))
 
     def render_depth(self, *, randomise: bool = True) -> np.ndarray:
