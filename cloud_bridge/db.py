@@ -57,6 +57,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            # checkpoints run in Database's background thread, not inside a request's commit
+            cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -84,6 +86,13 @@ class Database:
         # SQLite's busy handler, whose sleeps (up to 100 ms each) would make the latency tail.
         self._write_lock = threading.RLock() if self.sqlite else contextlib.nullcontext()
         self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        database = make_url(self.url).database if self.sqlite else None
+        if database and database != ":memory:":
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(database,),
+                                                  name="sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
         self._write = sessionmaker(write_engine, expire_on_commit=False)
 
     @contextlib.contextmanager
@@ -113,7 +122,27 @@ class Database:
             current = set(MigrationContext.configure(conn).get_current_heads())
         return current == heads
 
+    def _checkpoint_loop(self, database: str, period_s: float = 1.0) -> None:
+        """Copy the WAL back into the database file once a second (PASSIVE: never blocks readers or
+        the writer). Doing it here keeps the copy and its fsync out of the write lock: SQLite's
+        automatic checkpoint would run inside whichever request's commit crossed the threshold."""
+        import sqlite3
+
+        conn = None
+        while not self._stop.wait(period_s):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(database, timeout=5, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass  # busy or not yet created: try again next period
+        if conn is not None:
+            conn.close()
+
     def dispose(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=5)
         self.engine.dispose()
 
 
