@@ -99,6 +99,11 @@ def rack_accuracy(distances, racks_per_distance: int, rng) -> tuple[float, float
             except PerceptionError as exc:
                 refused += 1
                 log(f"  rack at {d} m refused: {exc}")
+                if os.environ.get("PERCEPTION_BENCH_DUMP"):
+                    import cv2
+
+                    cv2.imwrite(os.path.join(os.environ["PERCEPTION_BENCH_DUMP"], f"rack_refused_{refused}.png"),
+                                image[:, :, ::-1])
                 continue
             for v, s in zip(vials, result.slots):
                 n_slots += 1

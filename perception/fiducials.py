@@ -286,11 +286,14 @@ class FiducialDetector:
                 cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_APRILTAG_36h11), p)
 
     # --- detection ---------------------------------------------------------------------------
-    def _detect_corners(self, gray: np.ndarray) -> list[tuple[int, np.ndarray, float]]:
+    def _detect_corners(self, gray: np.ndarray, *, full_resolution: bool = False
+                        ) -> list[tuple[int, np.ndarray, float]]:
         out = []
         if self.params.backend == "apriltag":
-            with self._apriltag_lock:
-                found = self._apriltag.detect(gray)
+            native, lock = ((self._apriltag, self._apriltag_lock) if not full_resolution
+                            else _shared_apriltag_detector(1.0, self.params.quad_sigma))
+            with lock:
+                found = native.detect(gray)
             for d in found:
                 if d.hamming > 0:
                     continue
@@ -311,14 +314,18 @@ class FiducialDetector:
             raise ImageQualityError(f"image too dark: 99.8th percentile grey level {p99:.0f} < "
                                     f"{self.params.min_image_p99:.0f}", p99=p99)
 
-    def detect(self, image: np.ndarray, intrinsics: CameraIntrinsics) -> list[FiducialDetection]:
-        """Every decoded tag with its pose (if one could be computed) and its trust problems."""
+    def detect(self, image: np.ndarray, intrinsics: CameraIntrinsics, *, full_resolution: bool = False
+               ) -> list[FiducialDetection]:
+        """Every decoded tag with its pose (if one could be computed) and its trust problems.
+
+        ``full_resolution`` searches quads without decimation (slower; finds small, oblique tags)."""
         gray = to_gray(image)
         if gray.shape != (intrinsics.height, intrinsics.width):
             raise ImageQualityError(f"image {gray.shape[1]}x{gray.shape[0]} does not match the camera info "
                                     f"{intrinsics.width}x{intrinsics.height}")
         self.check_image(gray)
-        return [self._estimate(gray, intrinsics, mid, c, margin) for mid, c, margin in self._detect_corners(gray)]
+        return [self._estimate(gray, intrinsics, mid, c, margin)
+                for mid, c, margin in self._detect_corners(gray, full_resolution=full_resolution)]
 
     def _estimate(self, gray: np.ndarray, k: CameraIntrinsics, marker_id: int, corners: np.ndarray,
                   margin: float) -> FiducialDetection:
@@ -394,8 +401,14 @@ class FiducialDetector:
 
     # --- the one call most users need ----------------------------------------------------------
     def locate_marker(self, image: np.ndarray, intrinsics: CameraIntrinsics, marker_id: int) -> FiducialDetection:
-        """The trusted pose of one tag id, or MarkerNotFound / UntrustworthyEstimate / ImageQualityError."""
-        return self.select(self.detect(image, intrinsics), marker_id, image)
+        """The trusted pose of one tag id, or MarkerNotFound / UntrustworthyEstimate / ImageQualityError.
+
+        A tag missed by the decimated quad search is looked for once more at full resolution."""
+        dets = self.detect(image, intrinsics)
+        if (not any(d.marker_id == marker_id for d in dets) and self.params.backend == "apriltag"
+                and self.params.quad_decimate > 1.0):
+            dets = self.detect(image, intrinsics, full_resolution=True)
+        return self.select(dets, marker_id, image)
 
     @staticmethod
     def select(detections: list[FiducialDetection], marker_id: int, image: Optional[np.ndarray] = None

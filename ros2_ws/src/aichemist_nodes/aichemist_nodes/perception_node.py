@@ -130,7 +130,7 @@ def _make_node():
     from aichemist_interfaces.srv import InspectRack, LocateStation
     from perception.camera import CameraIntrinsics
     from perception.errors import CameraUnavailable
-    from perception.fiducials import FiducialDetector, StationLocation, locate_station
+    from perception.fiducials import FiducialDetector
     from perception.geometry import invert, make_transform, quat_to_matrix, rpy_to_matrix
     from perception.inspection import RackInspector, TopViewRackInspector
 
@@ -243,6 +243,8 @@ def _make_node():
                     raise CameraUnavailable(f"no pose for camera '{cam.name}' on {cam.source.pose_topic}", camera=cam.name)
                 camera_in_robot = cam.pose.copy()
                 dets = self.detector.detect(image, k)
+                if not any(d.marker_id == station.marker_id for d in dets):
+                    dets = self.detector.detect(image, k, full_resolution=True)  # small or oblique tags
                 self._publish_detections(cam, msg, dets)
                 det = self.detector.select(dets, station.marker_id, image)
                 marker_in_station = make_transform(rpy_to_matrix(*station.marker_in_station_rpy),
