@@ -48,7 +48,8 @@ def nodes(tmp_path_factory):
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1")
     logs = {name: open(run / f"{name}.log", "w") for name in ("cam", "perception")}
     procs = [
-        subprocess.Popen([PY, "-m", "aichemist_nodes.sim_camera_node", "--ros-args", "-p", "rate_hz:=4.0"],
+        subprocess.Popen([PY, "-m", "aichemist_nodes.sim_camera_node", "--ros-args", "-p", "rate_hz:=4.0",
+                          "-p", "publish_points:=true"],
                          env=env, stdout=logs["cam"], stderr=subprocess.STDOUT),
         subprocess.Popen([PY, "-m", "aichemist_nodes.perception_node", "--ros-args", "--params-file", str(params)],
                          env=env, stdout=logs["perception"], stderr=subprocess.STDOUT),
@@ -163,3 +164,22 @@ def test_stations_and_trays_from_the_lab_description():
     tray = trays["hplc_autosampler"]
     assert (tray.rows, tray.cols, tray.marker_id) == (2, 5, 12)
     assert "charging_dock" in stations and "charging_dock" not in trays  # a dock has a tag, no tray
+
+
+def test_camera_node_publishes_a_point_cloud_of_the_scene(nodes, ros_probe):
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    from aichemist_nodes.camera_publishing import points_from_msg
+
+    clouds = []
+    got = threading.Event()
+    ros_probe.create_subscription(PointCloud2, "/wrist/points", lambda m: (clouds.append(m), got.set()),
+                                  qos_profile_sensor_data)
+    assert got.wait(15.0), "no PointCloud2 on /wrist/points"
+    msg = clouds[-1]
+    pts = points_from_msg(msg)
+    assert msg.header.frame_id == "wrist_optical_frame" and len(pts) > 5000
+    # the wrist camera looks at the station tag from 0.45 m: the points on the optical axis are on the tag
+    axis = pts[(np.abs(pts[:, 0]) < 0.005) & (np.abs(pts[:, 1]) < 0.005)]
+    assert len(axis) > 3 and abs(float(np.median(axis[:, 2])) - 0.45) < 0.01
