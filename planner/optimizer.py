@@ -20,6 +20,9 @@ Method
 - Categorical variables: the acquisition is optimised with the one-hot columns fixed to each
   combination of categories (``optimize_acqf_mixed``; above ``max_category_combinations`` a
   seeded random subset), so proposals are always valid one-hot vectors.
+- Linear constraints (``{"coefficients": {name: c}, "bound": b}``: sum c * value <= b, continuous
+  variables): Sobol points by rejection, model proposals via the acquisition optimiser's
+  inequality constraints.
 - Reproducible: every random draw (Sobol scrambling, MC samples, random restarts) derives from
   ``seed`` and the number of observations, so the same seed and the same data give the same
   proposals.
@@ -40,10 +43,11 @@ from pydantic import TypeAdapter
 
 from aichemist.errors import PlanningError, ValidationError
 from aichemist.params import describe_pydantic_errors, format_problems
-from planner.tasks import CategoricalVariable, ContinuousVariable, Objective, Variable
+from planner.tasks import CategoricalVariable, ContinuousVariable, LinearConstraint, Objective, Variable
 
 _variables_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[Variable])
 _objectives_adapter: TypeAdapter[list[Objective]] = TypeAdapter(list[Objective])
+_constraints_adapter: TypeAdapter[list[LinearConstraint]] = TypeAdapter(list[LinearConstraint])
 
 DTYPE = torch.double
 
@@ -76,7 +80,8 @@ class Optimizer:
     def __init__(self, variables: Sequence[dict[str, Any]], objectives: Sequence[dict[str, Any]],
                  seed: int = 0, *, n_initial: int | None = None, num_restarts: int = 2,
                  raw_samples: int = 64, mc_samples: int = 32, torch_threads: int = 1,
-                 max_category_combinations: int = 16, fit_maxiter: int = 100) -> None:
+                 max_category_combinations: int = 16, fit_maxiter: int = 100,
+                 constraints: Sequence[dict[str, Any]] = ()) -> None:
         self.variables: list[ContinuousVariable | CategoricalVariable] = _validate(
             _variables_adapter, list(variables), "variables")
         self.objectives: list[Objective] = _validate(_objectives_adapter, list(objectives), "objectives")
@@ -94,6 +99,15 @@ class Optimizer:
         if problems:
             raise ValidationError("invalid optimizer set-up: " + format_problems(problems), problems=problems)
 
+        self.constraints = _validate(_constraints_adapter, list(constraints), "constraints")
+        names = {v.name: v for v in self.variables}
+        for i, con in enumerate(self.constraints):
+            for n in con.coefficients:
+                if n not in names or isinstance(names[n], CategoricalVariable):
+                    problems.append({"field": f"constraints[{i}].coefficients.{n}", "value": n,
+                                     "limit": "a continuous variable", "message": "unknown or categorical variable"})
+        if problems:
+            raise ValidationError("invalid optimizer set-up: " + format_problems(problems), problems=problems)
         self.seed = int(seed)
         self.dim = len(self.variables)
         self.cat_dims = [i for i, v in enumerate(self.variables) if isinstance(v, CategoricalVariable)]
@@ -260,17 +274,43 @@ class Optimizer:
         return [self.decode(r) for r in rows]
 
     def _next_sobol(self) -> list[float]:
-        u = self._sobol.draw(1).to(DTYPE)[0]
-        self._sobol_used += 1
+        """The next Sobol point that satisfies the linear constraints (rejection; the sequence
+        stays space filling over the feasible region)."""
         self.last_method = "sobol"
-        row: list[float] = []
-        for v, x in zip(self.variables, u.tolist()):
-            if isinstance(v, CategoricalVariable):
-                pick = min(int(x * len(v.choices)), len(v.choices) - 1)
-                row += [float(j == pick) for j in range(len(v.choices))]
-            else:
-                row.append(x)
-        return row
+        for _ in range(1000):
+            u = self._sobol.draw(1).to(DTYPE)[0]
+            row: list[float] = []
+            for v, x in zip(self.variables, u.tolist()):
+                if isinstance(v, CategoricalVariable):
+                    pick = min(int(x * len(v.choices)), len(v.choices) - 1)
+                    row += [float(j == pick) for j in range(len(v.choices))]
+                else:
+                    row.append(x)
+            if self.feasible(self.decode(row)):
+                self._sobol_used += 1
+                return row
+        raise PlanningError("optimizer: no Sobol point satisfies the constraints (empty feasible region?)")
+
+    def feasible(self, conditions: dict[str, Any]) -> bool:
+        """Whether ``conditions`` satisfy every linear constraint (sum coef * value <= bound)."""
+        return all(sum(c * float(conditions[n]) for n, c in con.coefficients.items()) <= con.bound + 1e-9
+                   for con in self.constraints)
+
+    def _inequality_constraints(self) -> list[tuple[torch.Tensor, torch.Tensor, float]] | None:
+        """The linear constraints in the encoded space, as BoTorch's ``sum(coef * x) >= rhs``."""
+        if not self.constraints:
+            return None
+        columns = {v.name: (start, v) for v, (start, _w) in zip(self.variables, self._columns())}
+        out = []
+        for con in self.constraints:
+            idx, coef, rhs = [], [], con.bound
+            for n, c in con.coefficients.items():
+                start, v = columns[n]
+                idx.append(start)
+                coef.append(-c * (v.high - v.low))
+                rhs -= c * v.low
+            out.append((torch.tensor(idx, dtype=torch.long), torch.tensor(coef, dtype=DTYPE), -rhs))
+        return out
 
     # ---- model-based proposals -----------------------------------------------------------
     def _training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,11 +402,13 @@ class Optimizer:
                     fixed = self._category_fixings()
                     candidates, _ = optimize_acqf_mixed(
                         acqf, bounds=bounds, q=q, num_restarts=self.num_restarts,
-                        raw_samples=self.raw_samples, fixed_features_list=fixed, options=options)
+                        raw_samples=self.raw_samples, fixed_features_list=fixed, options=options,
+                        inequality_constraints=self._inequality_constraints())
                 else:
                     candidates, _ = optimize_acqf(
                         acqf, bounds=bounds, q=q, num_restarts=self.num_restarts,
-                        raw_samples=self.raw_samples, options=options)
+                        raw_samples=self.raw_samples, options=options,
+                        inequality_constraints=self._inequality_constraints())
         self.last_timing = {"fit_s": t1 - t0, "acquisition_s": time.perf_counter() - t1}
         return [[float(x) for x in row] for row in candidates.detach()]
 

@@ -97,7 +97,8 @@ def _run_campaign(task_id: str, task: CampaignTask, plan: Plan, lab: LabProfile,
     journal = executor.journal
     scope = f"campaign:{task_id}"
     optimizer = Optimizer([v.model_dump() for v in task.variables], [o.model_dump() for o in task.objectives],
-                          seed=task.seed, **optimizer_options)
+                          seed=task.seed, constraints=[c.model_dump() for c in task.constraints],
+                          **optimizer_options)
     done: dict[str, Any] = journal.get_all(scope)  # "e<k>" -> experiment record (resume)
     experiments: list[dict[str, Any]] = [done[k] for k in sorted(done, key=lambda k: int(k[1:]))]
     if experiments:
@@ -114,14 +115,12 @@ def _run_campaign(task_id: str, task: CampaignTask, plan: Plan, lab: LabProfile,
         if pending:
             proposals = pending["proposals"]
         else:
-            proposals = []
-            for _ in range(5):  # re-ask for proposals that break a linear constraint
-                proposals = optimizer.ask(n)
-                if all(_satisfies(task, p) for p in proposals):
-                    break
-            proposals = [p for p in proposals if _satisfies(task, p)] or proposals[:0]
-            if not proposals:
-                raise ValidationError("the optimizer found no proposal satisfying the campaign's constraints")
+            proposals = optimizer.ask(n)
+            if not all(_satisfies(task, p) for p in proposals):  # the optimizer honours them; never run one that doesn't
+                raise ValidationError("optimizer proposal breaks the campaign's linear constraints",
+                                      problems=[{"field": "constraints", "value": p, "limit": "satisfied",
+                                                 "message": "constraint broken"}
+                                                for p in proposals if not _satisfies(task, p)])
             journal.put(f"{scope}:round{rnd}", "proposals", proposals)
         conditions = [_campaign_conditions(task, p) for p in proposals]
         for c in conditions:  # proposals stay inside the checked box; check anyway, never clamp

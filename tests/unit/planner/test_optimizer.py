@@ -128,3 +128,16 @@ def test_tell_rejects_bad_outcomes_and_changes_nothing() -> None:
     with pytest.raises(ValidationError, match="0 outcomes"):
         opt.tell([{"x": 0.0, "y": 1.0}], [])
     assert opt.n_observations == 0
+
+
+def test_linear_constraints_hold_for_sobol_and_model_proposals() -> None:
+    # x + y / 5 <= 1 cuts off the upper-right part of the box, where the optimum of -bowl would lie
+    constraint = {"coefficients": {"x": 1.0, "y": 0.2}, "bound": 1.0}
+    opt = Optimizer(XY, [{"name": "f", "direction": "max"}], seed=5, n_initial=5, constraints=[constraint])
+    pts = opt.ask(5)
+    assert all(p["x"] + p["y"] / 5 <= 1.0 + 1e-9 for p in pts)
+    opt.tell(pts, [{"f": -((p["x"] - 1.5) ** 2) - ((p["y"] - 9) / 5) ** 2} for p in pts])
+    (c,) = opt.ask(1)
+    assert opt.last_method == "qLogNEI" and c["x"] + c["y"] / 5 <= 1.0 + 1e-6
+    with pytest.raises(ValidationError, match="constraints"):
+        Optimizer(XY, [{"name": "f", "direction": "max"}], constraints=[{"coefficients": {"zz": 1}, "bound": 0}])
