@@ -103,7 +103,7 @@ function renderDetail(task) {
   status.id = "detail-status";
   box.replaceChildren(kv("id", task.id), status, kv("campaign", task.campaign || "-"),
                       kv("submitted by", task.submitted_by), kv("approved by", task.approved_by || "-"),
-                      kv("attempts", task.attempts), kv("phase", task.phase + " " + Math.round(task.progress * 100) + "%"),
+                      kv("attempts", task.attempts), kv("progress", (task.phase ? task.phase + " " : "") + Math.round(task.progress * 100) + "%"),
                       kv("message", (task.error_type ? task.error_type + ": " : "") + (task.message || "")), pre);
   const own = state.me && task.submitted_by === state.me.key_id;
   $("approve").hidden = !(task.status === "awaiting_approval" && can("approve") && state.me.kind === "human");
