@@ -10,7 +10,8 @@
   (STY 2957 kg/m3/h, E-factor 10.7: /work/shared/notes/snar-benchmark.md, after Felton et al. 2021);
 - a Gantt chart of resource use (one row per resource: robot, reactor, hplc, ...; one bar per
   schedule entry ``{"resource", "start_s", "end_s", "label", "experiment"}``), with the makespan
-  and the resource lower bound on it (the busiest resource's busy time);
+  and the busiest resource's busy time (and the summary's ``lower_bound_s`` / ``efficiency``, the
+  planner's bound, when the campaign writes them);
 - a table of every experiment: conditions, outcomes, status, message.
 
 Figures are matplotlib (Agg) SVG inlined in the page: no script, no CDN, no file beside it, so
@@ -273,9 +274,15 @@ def render_report(summary: dict[str, Any], *, schedule: Optional[list[dict[str, 
         facts.append(("best STY", f"{best[1]:.1f} kg/m³/h (#{best[0]})"))
     if schedule:
         bounds = schedule_bounds(schedule)
+        busiest = max(bounds["busy_s"], key=bounds["busy_s"].get)
         facts += [("simulated makespan", f"{bounds['makespan_s']:.0f} s"),
-                  ("resource lower bound", f"{bounds['lower_bound_s']:.0f} s"),
-                  ("efficiency", f"{bounds['efficiency']:.2f}" if bounds["efficiency"] is not None else "?")]
+                  ("busiest resource", f"{busiest} {bounds['busy_s'][busiest]:.0f} s"
+                   + (f" ({bounds['efficiency']:.0%} of the makespan)" if bounds["efficiency"] is not None else ""))]
+    # the campaign's own bound (planner.scheduler.lower_bound_s: heads, tails, capacities) when it gives one
+    if isinstance(summary.get("lower_bound_s"), (int, float)):
+        facts.append(("resource lower bound", f"{summary['lower_bound_s']:.0f} s"))
+    if isinstance(summary.get("efficiency"), (int, float)):
+        facts.append(("efficiency", f"{summary['efficiency']:.2f}"))
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",

@@ -90,7 +90,10 @@ def test_report_page_has_three_figures_and_a_row_per_experiment(tmp_path):
     # messages are escaped, the page fetches nothing
     assert "&lt;reactor&gt;" in page and "<reactor>" not in page
     assert not re.search(r"""(src|href)=["']https?:""", page) and "<script" not in page and "<link" not in page
-    assert "resource lower bound</b>: 50 s" in page and "efficiency</b>: 0.71" in page
+    assert "busiest resource</b>: reactor 50 s (71% of the makespan)" in page
+    assert "efficiency</b>" not in page  # only the campaign's own bound is called efficiency
+    page = render_report({**SUMMARY, "lower_bound_s": 60.0, "efficiency": 0.857}, schedule=SCHEDULE)
+    assert "resource lower bound</b>: 60 s" in page and "efficiency</b>: 0.86" in page
     for resource in ("robot", "reactor", "hplc"):
         assert f">{resource}<" in page or f"{resource}</text>" in page
 
@@ -102,3 +105,17 @@ def test_report_without_schedule_or_successes_still_renders(tmp_path):
     assert "No resource schedule was recorded" in page
     assert "<figure id='objectives-figure'>" in page and "<figure id='pareto-figure'>" in page
     assert "id='experiment-1'" in page and "<b id='hypervolume'>0.0</b>" in page
+
+
+def test_report_command_rebuilds_from_the_run_folder(tmp_path, capsys):
+    import json
+
+    from aichemist.report import main
+
+    (tmp_path / "summary.json").write_text(json.dumps(SUMMARY))
+    (tmp_path / "schedule.json").write_text(json.dumps(SCHEDULE))
+    assert main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<figure id='gantt-figure'>" in page and "id='experiment-6'" in page
+    assert main([]) == 2
