@@ -165,10 +165,15 @@ def objectives_figure(summary: dict[str, Any]) -> str:
                 label=f"running best ({direction})")
         ax.set_ylabel(label)
         ax.legend(loc="best", fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
     axes[-1].set_xlabel("experiment number")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if numbers:
         axes[-1].set_xlim(0.5, len(numbers) + 0.5)
-    fig.suptitle("Objectives against experiment number (red bands: failed experiments)", fontsize=10)
+    any_failed = any(r.get("status") != "succeeded" for r in results)
+    fig.suptitle("Objectives against experiment number" + (" (red bands: failed experiments)" if any_failed else ""),
+                 fontsize=10)
     return _svg(fig)
 
 
@@ -227,7 +232,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:62em;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 .facts{display:flex;flex-wrap:wrap;gap:.5em 1.5em;margin:.6em 0} .facts div{background:#f4f6f8;padding:.3em .7em;border-radius:4px}
-figure{margin:.5em 0} figure svg{width:100%;height:auto} figcaption{font-size:.85em;color:#555}
+figure{margin:.5em 0} figure svg{width:100%;max-width:52em;height:auto} figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;font-size:.82em;width:100%} th,td{border:1px solid #ddd;padding:.25em .45em;text-align:right}
 th{background:#f4f6f8} td.l{text-align:left} tr.failed{background:#fdecea} tr.front td:first-child{font-weight:bold;color:#d62728} td:first-child{white-space:nowrap}
 .note{color:#666;font-style:italic}
