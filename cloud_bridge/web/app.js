@@ -284,6 +284,22 @@ function svgPlot(points, objective) {
   return svg;
 }
 
+// --- lab status line ---------------------------------------------------------------------------
+async function refreshLab() {
+  if (!state.me) return;
+  try {
+    const lab = await api("/v1/lab/status");
+    const estop = lab.safety.estop === true ? "E-STOP: " + (lab.safety.reason || "active")
+      : lab.safety.estop === false ? "e-stop clear" : "e-stop unknown";
+    const q = lab.queue;
+    const el = $("lab-status");
+    el.textContent = `${estop} · ${lab.nodes.length} nodes · ${q.running} running, ${q.queued} queued, ` +
+                     `${q.awaiting_approval} awaiting approval`;
+    el.dataset.estop = String(lab.safety.estop);
+  } catch (e) { /* the next refresh tries again */ }
+}
+setInterval(refreshLab, 5000);
+
 // --- start -------------------------------------------------------------------------------------
 async function signIn(key) {
   state.key = key;
@@ -300,6 +316,7 @@ async function signIn(key) {
   showError("");
   state.lastEventId = 0;
   follow();
+  refreshLab();
   await loadTasks(false);
 }
 

@@ -139,7 +139,7 @@ def test_client_raises_typed_errors(server, keys):
         c.me()
 
 
-def test_cli_keys_submit_status(server, db_url, tmp_path, monkeypatch):
+def test_cli_keys_submit_status_watch(server, db, db_url, tmp_path, monkeypatch):
     runner = CliRunner()
     created = runner.invoke(cli_app, ["keys", "create", "--lab", "lab1", "--scopes", "submit,read",
                                       "--kind", "scheduler", "--database-url", db_url])
@@ -161,6 +161,14 @@ def test_cli_keys_submit_status(server, db_url, tmp_path, monkeypatch):
     assert tid in st.stdout and "queued" in st.stdout
     one = runner.invoke(cli_app, ["status", tid])
     assert json.loads(one.stdout)["status"] == "queued"
+    # watch follows a task to its end: here the lab runs it while the CLI watches
+    finisher = threading.Timer(0.5, run_task, args=(db, tid))
+    finisher.start()
+    watched = runner.invoke(cli_app, ["watch", tid])
+    finisher.join()
+    lines = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert watched.exit_code == 0 and lines[0]["event"] == "snapshot" and lines[-1]["event"] == "finished"
+    assert lines[-1]["data"]["data"]["status"] == "succeeded"
     revoked = runner.invoke(cli_app, ["keys", "revoke", store.split_key(key), "--database-url", db_url])
     assert revoked.exit_code == 0
     denied = runner.invoke(cli_app, ["status", tid])

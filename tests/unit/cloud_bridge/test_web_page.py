@@ -136,7 +136,12 @@ def test_buttons_follow_the_keys_scopes(site, page):
     url, db, keys = site
     who = store.authenticate(db, keys.model)
     tid = store.submit_task(db, who, TASK, idempotency_key="w1", settings=BridgeSettings())[0]["id"]
+    store.report_lab_status(db, "lab1", "bridge-a", {"nodes": ["/planner_node", "/bridge_node"], "devices": {},
+                                                     "safety": {"estop": True, "source": "op", "reason": "door open"}})
     sign_in(page, url, keys.reader)
+    expect(page.locator("#lab-status")).to_contain_text("E-STOP: door open")
+    expect(page.locator("#lab-status")).to_contain_text("2 nodes")
+    expect(page.locator("#lab-status")).to_contain_text("1 awaiting approval")
     row(page, tid).click()
     expect(page.locator("#detail-status")).to_contain_text("awaiting_approval")
     expect(page.locator("#approve")).to_be_hidden()
