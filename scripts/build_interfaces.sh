@@ -5,7 +5,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${AICHEMIST_VENV:-$root/.venv}"
 py="$venv/bin/python"
-exec 9>"$root/build/.interfaces.lock" 2>/dev/null || { mkdir -p "$root/build"; exec 9>"$root/build/.interfaces.lock"; }
+mkdir -p "$root/build"
+exec 9>"$root/build/.interfaces.lock"
 flock 9
 
 # The ROS wheels' exported CMake files name the wheel build container's Python paths; point them
