@@ -235,9 +235,13 @@ def campaign(experiments: int = typer.Option(20, min=1, max=500, help="experimen
                "results": [{"task_id": o.task_id, "status": o.status, "conditions": o.conditions,
                             "outcome": o.outcome, "message": o.message} for o in outcomes]}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    from aichemist.report import write_report
+
+    report = write_report(run_dir, summary)
     if ok:
         best = max(ok, key=lambda o: o.outcome.get("sty_kg_m3_h") or 0.0)
         say(f"best STY {best.outcome.get('sty_kg_m3_h'):.1f} kg/m3/h at {best.conditions}")
-    say(f"campaign finished: {len(ok)}/{len(outcomes)} succeeded in {wall:.0f} s; summary {run_dir / 'summary.json'}")
+    say(f"campaign finished: {len(ok)}/{len(outcomes)} succeeded in {wall:.0f} s")
+    say(f"report {report}; summary {run_dir / 'summary.json'}; bag {run_dir / 'bag'}")
     if len(ok) != len(outcomes):
         raise typer.Exit(1)
