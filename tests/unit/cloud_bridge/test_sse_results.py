@@ -19,6 +19,13 @@ from cloud_bridge.testing import TASK, task
 
 
 @pytest.fixture
+def db_url(tmp_path) -> str:
+    """These tests are about HTTP, SSE and the CLI: SQLite only (the database paths they use run on
+    both databases in test_api and test_queue)."""
+    return f"sqlite:///{tmp_path / 'bridge.db'}"
+
+
+@pytest.fixture
 def server(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
