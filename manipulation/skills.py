@@ -150,7 +150,9 @@ class Skills:
             if final:
                 # coarse-to-fine: the drift of a long drive (several cm) is corrected on the
                 # station's fiducial before the last, slow, straight leg towards the bench
+                self.feedback("localising", 0.0)
                 self._relocalise_only(station)
+                self.feedback("navigating", k / len(route))
             self._drive_to(wp, self.params.dock_speed_m_s if final else self.params.nav_speed_m_s)
             self.feedback("navigating", (k + 1) / len(route))
         return self.base.odometry()

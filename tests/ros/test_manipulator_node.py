@@ -115,8 +115,10 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     feedback: list = []
     res = _send(nav, NavigateToStation.Goal(station="reagent_rack"), feedback)
     assert res.code == 0, res.message
-    # feedback and result travel on different topics: the last feedback may land just after
-    assert _wait_for(lambda: {"navigating", "localising"} <= {f.phase for f in feedback}, 5.0)
+    # feedback and result travel on different topics (a feedback sent just before the result can
+    # be dropped by the client): the pre-dock fix is reported well before the end
+    assert _wait_for(lambda: {"navigating", "localising"} <= {f.phase for f in feedback}, 20.0), \
+        [f.phase for f in feedback]
     assert res.base_pose.y == pytest.approx(1.08, abs=0.03) and res.duration_s > 3.0
 
     # a pick-and-place, cancelled while the arm descends: the arm halts
@@ -126,7 +128,7 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
                 cancel_after=lambda fb: any(f.phase == "descending" for f in fb))
     assert res.code == ResultCode.CANCELLED, res.message
     n = len(joints)
-    assert _wait_for(lambda: len(joints) > n + 5, 5.0)
+    assert _wait_for(lambda: len(joints) > n + 5, 20.0)
     assert joints[-1].position == joints[n].position and not any(joints[-1].velocity[:6])
 
     # e-stop during a drive: halted, result says so; new goals refused while latched
@@ -144,7 +146,7 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     worker.join(60.0)
     assert done["result"].code == ResultCode.EMERGENCY_STOP, done["result"].message
     n = len(odoms)
-    assert _wait_for(lambda: len(odoms) > n + 5, 5.0)
+    assert _wait_for(lambda: len(odoms) > n + 5, 20.0)
     last = odoms[-1]
     assert last.twist.twist.linear.x == 0.0 and last.twist.twist.linear.y == 0.0 and last.twist.twist.angular.z == 0.0
     assert (last.pose.pose.position.x, last.pose.pose.position.y) == (odoms[n].pose.pose.position.x,
@@ -152,5 +154,8 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     res = _send(nav, NavigateToStation.Goal(station="reagent_rack"))
     assert res.code == ResultCode.EMERGENCY_STOP and "e-stop" in res.message
     publish_estop(ros_probe, estop_pub, False, "test", "cleared")
-    res = _send(nav, NavigateToStation.Goal(station="reagent_rack"))
-    assert res.code == 0, res.message
+    # the clear travels on its own topic: goals are accepted again once the node has seen it
+    results = []
+    assert _wait_for(lambda: results.append(_send(nav, NavigateToStation.Goal(station="reagent_rack")))
+                     or results[-1].code != ResultCode.EMERGENCY_STOP, 20.0)
+    assert results[-1].code == 0, results[-1].message
