@@ -177,6 +177,13 @@ Task = Annotated[AnyTask, Field(discriminator="kind")]
 _task_adapter: TypeAdapter[Any] = TypeAdapter(Task)
 
 
+class _TaskDocument(_Strict):
+    """Wrapper so that errors are reported as task.<kind>.<field> (built once: a class per call
+    cost 0.5 ms of CPU, measured by the bridge's load benchmark)."""
+
+    task: Task
+
+
 def parse_task(data: Any) -> AnyTask:
     """Validate a task document; raises ValidationError listing every problem."""
     if not isinstance(data, dict):
@@ -184,10 +191,7 @@ def parse_task(data: Any) -> AnyTask:
                               problems=[{"field": "<root>", "value": type(data).__name__,
                                          "limit": "object", "message": "not an object"}])
 
-    class _Wrapper(_Strict):
-        task: Task
-
-    return validate(_Wrapper, {"task": data}, what="task").task
+    return validate(_TaskDocument, {"task": data}, what="task").task
 
 
 def task_json_schema() -> dict[str, Any]:
