@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -82,6 +82,7 @@ class Database:
         self.engine = make_engine(self.url, pool_size=pool_size)
         self.sqlite = is_sqlite(self.url)
         write_engine = self.engine.execution_options(**{_IMMEDIATE: True}) if self.sqlite else self.engine
+        self._write_engine = write_engine
         # SQLite has one writer at a time. Threads of this process queue on a lock instead of in
         # SQLite's busy handler, whose sleeps (up to 100 ms each) would make the latency tail.
         self._write_lock = threading.RLock() if self.sqlite else contextlib.nullcontext()
@@ -104,6 +105,12 @@ class Database:
     def write(self) -> Iterator[Session]:
         with self._write_lock, self._write() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def write_core(self) -> Iterator[Any]:
+        """A Core connection in a write transaction (no ORM session): for the hot path."""
+        with self._write_lock, self._write_engine.begin() as conn:
+            yield conn
 
     def upgrade(self, revision: str = "head") -> None:
         upgrade(self.url, revision, engine=self.engine)

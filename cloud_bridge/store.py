@@ -272,8 +272,7 @@ def submit_task(db: Database, who: Principal, document: Any, *, idempotency_key:
     # Insert first and let the unique constraint catch a reused key: one transaction on the hot path.
     # Core inserts, not the ORM unit of work: this is the path the load benchmark measures.
     try:
-        with db.write() as s:
-            conn = s.connection()
+        with db.write_core() as conn:
             conn.execute(_INSERT_TASK, row)
             conn.execute(_INSERT_EVENT, dict(task_id=row["id"], lab=who.lab, type="submitted", created_at=now,
                                              data_json=json.dumps({"status": row["status"], "by": who.key_id})))
