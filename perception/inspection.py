@@ -223,10 +223,11 @@ class RackInspector:
 
 class TopViewParams(Params):
     occupied_score: float = Field(0.035, gt=0.0, le=2.0,
-                                  description="slot floor vs rack plate (seen: empty <= 0.03, bare glass >= 0.044)")
-    cap_score: float = Field(0.35, gt=0.0, le=2.0, description="cap (coloured/dark) vs rack plate")
+                                  description="slot floor vs rack plate (seen: empty <= 0.02)")
+    cap_score: float = Field(0.18, gt=0.0, le=2.0,
+                             description="cap top vs plate, absorption only (bare glass <= 0.152; caps >= 0.206)")
     shade_score: float = Field(0.03, gt=0.0, le=1.0,
-                               description="darkest tenth of the vial silhouette vs plate (empty <= 0.022, glass >= 0.039)")
+                               description="darkest tenth of the vial silhouette vs plate (empty <= 0.011)")
     min_plate_level: float = Field(0.12, gt=0.0, le=1.0)
     min_slot_px: float = Field(6.0, gt=0.0, le=1000.0)
 
@@ -235,7 +236,7 @@ class TopViewRackInspector:
     """Occupancy and caps of a grid rack from a camera above it (station cameras, wrist looking down).
 
     Each slot's vial top (a disk at the vial's height) is projected into the image and its colour
-    divided by the rack plate's colour sampled between the slots; a vial top differs from the plate
+    divided by the rack plate's colour sampled on a ring around the slot; a vial top differs from the plate
     (score as in ``RackInspector``), a cap strongly. The liquid level is not visible from above:
     ``liquid_level_fraction`` is NaN. A bare glass top can match the plate: the vial's side wall,
     shaded as a crescent from above, is the second cue (the darkest tenth of samples on its
@@ -269,16 +270,6 @@ class TopViewRackInspector:
         out = RackInspection(g.name, rack_in_camera)
         self.last_scores: list[tuple[float, float, float]] = []
         ring = [(r * np.cos(t), r * np.sin(t)) for r in (0.0, 0.3, 0.55) for t in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
-        # the plate's colour: the points between slots (inside the plate, never under a vial)
-        h = g.pitch_m / 2
-        between = [g.slot_bottom(i) + [h, -h, 0.0] for i in range(g.rows * g.cols)
-                   if i // g.cols < g.rows - 1 and i % g.cols < g.cols - 1]
-        if not between:  # one row or one column: between neighbours along it
-            step = [h, 0.0, 0.0] if g.cols == 1 else [0.0, -h, 0.0]
-            between = [g.slot_bottom(i) + step for i in range(g.rows * g.cols - 1)] or [g.slot_bottom(0) + [h, 0, 0]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            plate_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera, np.array(between))), axis=0)
         for i, name in enumerate(g.slot_names()):
             bottom = g.slot_bottom(i)
             top = bottom + [0.0, 0.0, g.vial_height_m]
@@ -303,6 +294,11 @@ class TopViewRackInspector:
                                   for zz in np.linspace(0.15, 0.95, 5) * g.vial_height_m for rr in (0.8, 1.0)
                                   for t in np.linspace(0, 2 * np.pi, 16, endpoint=False)])
                 shell_grey = _sample(rgb, project(self, intrinsics, rack_in_camera, shell)).mean(axis=1)
+                # the plate around this slot (light falls off across a tray under a spot light): a ring
+                # inside the slot's cell; the median ignores the side the vial leans over in perspective
+                ring_pts = np.array([bottom + [0.42 * g.pitch_m * np.cos(t), 0.42 * g.pitch_m * np.sin(t), 0.0]
+                                     for t in np.linspace(0, 2 * np.pi, 12, endpoint=False)])
+                plate_rgb = np.nanmedian(_sample(rgb, project(self, intrinsics, rack_in_camera, ring_pts)), axis=0)
             if not (np.all(np.isfinite(floor_rgb)) and np.all(np.isfinite(top_rgb)) and np.all(np.isfinite(plate_rgb))):
                 raise UntrustworthyEstimate(f"rack {g.name}: slot {name} is not fully inside the image")
             if plate_rgb.mean() < p.min_plate_level:
