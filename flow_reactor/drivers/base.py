@@ -117,3 +117,22 @@ class SerialDriver:
         except Exception as exc:  # safe_state must try every step even when one fails
             log.error("%s: safe state step %r failed: %s", self.name, what, exc)
             return False
+
+
+class SerialDevice:
+    """What every device class built on a ``SerialDriver`` (held as ``_driver``, with its
+    ``transport``) shares: closing through the driver, and reconnecting after a disconnect
+    (reopen the port, then the device's own ``connect()`` checks the identity again), with the
+    driver's lock held so no exchange interleaves."""
+
+    _driver: SerialDriver
+    transport: Transport
+    connect: Callable[[], None]  # each device class checks its own identity
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def reconnect(self) -> None:
+        with self._driver._lock:
+            self.transport.reopen()
+            self.connect()

@@ -29,7 +29,7 @@ from aichemist.errors import DeviceError, ProtocolError
 
 from ..roles import ThermostatLimits
 from ..transport import Transport
-from .base import SerialDriver, check_range
+from .base import SerialDevice, SerialDriver, check_range
 
 SETPOINT = 0x00
 INTERNAL_TEMP = 0x01
@@ -76,7 +76,7 @@ class HuberFault(DeviceError):
     """The thermostat reports an error, or did not take a setpoint."""
 
 
-class HuberPBThermostat:
+class HuberPBThermostat(SerialDevice):
     """Driver for a Huber thermostat speaking PB commands (role: ``Thermostat``).
 
     ``limits`` are the process limits for this installation (the reactor's, e.g. 20-150 °C);
@@ -155,13 +155,6 @@ class HuberPBThermostat:
                              device=self.name)
         self._limits = ThermostatLimits(min_temp_c=new_lo, max_temp_c=new_hi)
         self._driver.connected = True
-
-    def close(self) -> None:
-        self._driver.close()
-
-    def reconnect(self) -> None:
-        self.transport.reopen()
-        self.connect()
 
     def safe_state(self) -> None:
         """Setpoint to ``safe_temp_c`` (if allowed), then temperature control off."""

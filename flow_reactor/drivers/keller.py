@@ -26,7 +26,7 @@ import struct
 from aichemist.errors import CommunicationTimeout, DeviceError
 
 from ..transport import Transport
-from .base import SerialDriver
+from .base import SerialDevice, SerialDriver
 
 TRANSPARENT_ADDRESS = 250
 CHANNEL_P1 = 1
@@ -55,7 +55,7 @@ class KellerException(DeviceError):
         self.exception_code = code
 
 
-class KellerPressureTransmitter:
+class KellerPressureTransmitter(SerialDevice):
     """Driver for a KELLER Series 30/40 transmitter (role: ``PressureSensor``).
 
     ``expected_class_group`` is checked against F48 (a different device type on the bus is an
@@ -129,13 +129,6 @@ class KellerPressureTransmitter:
                 f"a KELLER transmitter of class.group {'.'.join(map(str, self.expected_class_group))}",
                 f"class.group {cls}.{group}")
         self._driver.connected = True
-
-    def close(self) -> None:
-        self._driver.close()
-
-    def reconnect(self) -> None:
-        self.transport.reopen()
-        self.connect()
 
     def safe_state(self) -> None:
         """A sensor has nothing to make safe."""

@@ -27,7 +27,7 @@ from aichemist.errors import DeviceError
 
 from ..roles import PumpLimits
 from ..transport import Transport
-from .base import SerialDriver, check_range
+from .base import SerialDevice, SerialDriver, check_range
 
 STX, ETX = b"\x02", b"\x03"
 _RESPONSE = re.compile(rb"^\x02(\d{2})(A\?[A-Z]|[IWSPTUX])([^\x02\x03]*)\x03$")
@@ -58,7 +58,7 @@ class NewEraAlarm(DeviceError):
     """The pump reports an alarm (motor stall, reset...) or refused a command."""
 
 
-class NewEraSyringePump:
+class NewEraSyringePump(SerialDevice):
     """Driver for a New Era NE-1000 family syringe pump (role: ``Pump``) in Basic mode.
 
     ``syringe_diameter_mm`` is sent at connect; ``min_flow_ml_min``/``max_flow_ml_min`` are the
@@ -130,13 +130,6 @@ class NewEraSyringePump:
         self._command(f"DIA {self.syringe_diameter_mm:g}", allow_alarm=True)
         self._command("DIR INF", allow_alarm=True)
         self._driver.connected = True
-
-    def close(self) -> None:
-        self._driver.close()
-
-    def reconnect(self) -> None:
-        self.transport.reopen()
-        self.connect()
 
     def safe_state(self) -> None:
         self._driver._best_effort("stop", self.stop)

@@ -32,7 +32,7 @@ from aichemist.errors import CommunicationTimeout, DeviceError
 
 from ..roles import Spectrum
 from ..transport import Transport
-from .base import SerialDriver, check_range
+from .base import SerialDevice, SerialDriver, check_range
 
 START = b"\xC1\xC0"
 FOOTER = b"\xC5\xC4\xC3\xC2"
@@ -70,7 +70,7 @@ class OBPError(DeviceError):
     """The spectrometer NACKed a message (error number from the OBP error table)."""
 
 
-class OceanOBPDetector:
+class OceanOBPDetector(SerialDevice):
     """Driver for an Ocean Insight OBP spectrometer on an inline flow cell (role: ``Detector``).
 
     ``integration_time_us`` and ``scans_to_average`` are set at connect (LimitError outside the
@@ -163,9 +163,6 @@ class OceanOBPDetector:
             self.capture_dark()
             self.capture_reference()
         self._driver.connected = True
-
-    def close(self) -> None:
-        self._driver.close()
 
     def reconnect(self) -> None:
         self.transport.reopen()

@@ -35,7 +35,7 @@ from aichemist.errors import DeviceError
 
 from ..roles import PumpLimits
 from ..transport import Transport
-from .base import SerialDriver, check_range
+from .base import SerialDevice, SerialDriver, check_range
 
 PSI_PER_BAR = 14.503773773
 BAR_PER_PSI = 1.0 / PSI_PER_BAR
@@ -56,7 +56,7 @@ class SSIPumpFault(DeviceError):
     """The pump reports a fault (motor stall, pressure limit) or refused a command (``Er/``)."""
 
 
-class SSIPump:
+class SSIPump(SerialDevice):
     """Driver for one SSI Series I/II/III / LabAlliance pump (role: ``Pump``).
 
     ``head`` is the pump head size ("5ml", "10ml", "40ml"), ``head_material`` "steel" or
@@ -135,13 +135,6 @@ class SSIPump:
         # the pump's own over-pressure stop, independent of the host
         self._command(f"UP{round(self._limits.max_pressure_bar * PSI_PER_BAR):04d}")
         self._driver.connected = True
-
-    def close(self) -> None:
-        self._driver.close()
-
-    def reconnect(self) -> None:
-        self.transport.reopen()
-        self.connect()
 
     def safe_state(self) -> None:
         if not self._driver._best_effort("stop", self.stop):

@@ -22,14 +22,14 @@ from aichemist.clock import Clock, WallClock
 from aichemist.errors import CommunicationTimeout, DeviceError, LimitError
 
 from ..transport import Transport
-from .base import SerialDriver, check_range
+from .base import SerialDevice, SerialDriver, check_range
 
 
 class ValvePositionError(DeviceError):
     """The actuator did not reach (or does not report) the commanded position."""
 
 
-class ViciUniversalActuator:
+class ViciUniversalActuator(SerialDevice):
     """Driver for a VICI universal electric actuator in multiposition mode (role: ``Valve``).
 
     ``num_positions`` is the valve's (checked against the actuator's NP at connect: a different
@@ -112,13 +112,6 @@ class ViciUniversalActuator:
                 f"AM{mode}, NP{positions}")
         self._send("IFM0")  # no answer to action commands: every move is confirmed with CP
         self._driver.connected = True
-
-    def close(self) -> None:
-        self._driver.close()
-
-    def reconnect(self) -> None:
-        self.transport.reopen()
-        self.connect()
 
     def safe_state(self) -> None:
         """A valve holds its position: nothing to drive (moving could route flow unexpectedly)."""
