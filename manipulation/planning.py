@@ -4,11 +4,11 @@
 vial), OMPL RRTConnect when the direct joint-space motion is blocked, OMPL shortcutting, and
 toppra time-optimal timing within the joint speed and acceleration limits.
 
-Every trajectory is verified before it is returned: the timed path is sampled so densely that no
-point of the robot (or of the held vial) moves more than 90 % of the collision margin between two
-samples, and every sample must keep that margin to everything. A point that moves less than the
-margin cannot reach an obstacle, so the verified path is collision-free everywhere in between, not
-only at the samples (the per-joint reach bound R_i is computed from the kinematic chain).
+Every trajectory is verified before it is returned, continuously rather than at a fixed
+resolution: at each sample the true minimum distance d to everything (coal) is computed and the
+next sample is placed so that no point of the robot or the held vial moves more than 0.9 d in
+between, so nothing can be touched between samples; every sample must keep the clearance
+(2 cm in free space, 2 mm on approach lines).
 
 ``MoveItPlanner`` wraps MoveIt 2's ``moveit_py`` where it is installed (full ROS installs);
 ``make_planner("auto")`` picks it when importable and the embedded planner otherwise.
@@ -100,18 +100,6 @@ class MotionPlanner(Protocol):
                     allowed: Sequence[tuple[str, str]] = ()) -> JointTrajectory: ...
 
 
-def _reach_bounds(robot: RobotModel) -> np.ndarray:
-    """R_i: an upper bound on the distance from joint i to any point it moves (chain lengths)."""
-    model = robot.model
-    lengths = []
-    for jid in robot.arm_joint_ids:
-        lengths.append(float(np.linalg.norm(model.jointPlacements[jid].translation)))
-    lengths.append(robot_spec.UR5E_DH_D_M[5])  # wrist_3 -> flange
-    tool = robot.spec.tcp_offset_m + 0.08 + 0.05  # gripper body/camera/finger extent + a held vial
-    # joint i moves everything beyond it: the sum of the links after it plus the tool
-    return np.array([sum(lengths[i + 1:]) + tool for i in range(6)])
-
-
 class EmbeddedPlanner:
     name = "embedded"
 
@@ -127,7 +115,6 @@ class EmbeddedPlanner:
         import pinocchio as pin
 
         self._pin = pin
-        self.reach_m = _reach_bounds(self.robot)
         self._moving_joints = list(range(1, self.robot.model.njoints))
         self._joint_extent = self._extents()
         self._extent_arr = np.array(self._joint_extent)

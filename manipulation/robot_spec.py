@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import pathlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PI = math.pi
 
