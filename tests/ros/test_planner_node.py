@@ -52,6 +52,7 @@ class FakeReactor:
 def start_planner(tmp_path: pathlib.Path, journal: pathlib.Path) -> subprocess.Popen:
     log = open(tmp_path / f"planner{len(list(tmp_path.glob('planner*.log')))}.log", "w")
     return subprocess.Popen([PLANNER, "--ros-args", "-p", f"journal_path:={journal}", "-p", "analysis:=inline",
+                             "-p", f"records_dir:={tmp_path / 'ord'}",
                              "-p", "server_timeout_s:=10.0", "-p", "backoff_s:=0.1"],
                             stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
 
@@ -107,6 +108,8 @@ def test_flow_experiment_refusal_limits_and_restart(ros_probe, tmp_path):
         assert exp["conditions"] == GOOD and exp["proposed_by"] == "m1"
         assert len(reactor.goals) == 1 and reactor.goals[0].temp_c == 90.0
         assert reactor.goals[0].experiment_id.startswith("task-1/")
+        record = json.loads((tmp_path / "ord" / "task-1_e0.ord.json").read_text())
+        assert record["provenance"]["reactionMetadata"]["proposed_by"]["stringValue"] == "m1"
 
         again = execute(ros_probe, "task-1", {"kind": "flow_experiment", "conditions": GOOD})
         assert again.error_type == "ConflictError" and len(reactor.goals) == 1

@@ -7,7 +7,8 @@ and runs it through planner.executor with device adapters that are ROS action cl
 - run_flow -> /flow_reactor/run_flow_experiment (RunFlowExperiment)
 - measure  -> /hplc/measure_sample (MeasureSample), for a lab profile with ``analysis: hplc``
 
-The executor's step journal lives in the same SQLite file, so a restarted planner fails the steps
+With ``records_dir`` set, every finished experiment is also written as an Open Reaction Database
+record (planner.records.OrdRecorder on the executor's document stream). The executor's step journal lives in the same SQLite file, so a restarted planner fails the steps
 that were in flight and resumes a campaign at its next round. The executor's document stream is
 forwarded as ExecuteTask feedback. result_json = {"kind", "experiments": [{"conditions", "yield_fraction",
 "sty_kg_m3_h", "e_factor", ...}], ...}.
@@ -33,6 +34,7 @@ from aichemist_nodes.node_base import (action_server, call_action, declare_param
 from planner.executor import Executor, RetryPolicy, StepJournal
 from planner.journal import TaskJournal
 from planner.lab import load_lab
+from planner.records import OrdRecorder
 from planner.runner import run_task
 
 
@@ -49,6 +51,7 @@ class PlannerNodeParams(Params):
     collect: bool = Field(default=True, description="divert the steady-state product to a collection vial")
     max_attempts: int = Field(default=2, ge=1, le=10, description="tries of a step failing with a retryable error")
     backoff_s: float = Field(default=2.0, ge=0, le=600, description="first retry delay (doubles each retry)")
+    records_dir: str = Field(default="", description="write an ORD record per experiment here ('' = off)")
 
 
 class PlannerNode(Node):
@@ -71,6 +74,7 @@ class PlannerNode(Node):
         self._flow = ActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
         self._hplc = ActionClient(self, MeasureSample, self.params.hplc_action, callback_group=group)
         self._executors: dict[str, Executor] = {}
+        self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
                                      cancel_callback=self._on_cancel, callback_group=group)
@@ -150,6 +154,8 @@ class PlannerNode(Node):
             feedback(phase, fraction, detail)
 
         executor.subscribe(on_document)
+        if self._ord is not None:
+            executor.subscribe(self._ord)
         self._executors[request.task_id] = executor
         try:
             feedback("compiling", 0.0, {})
