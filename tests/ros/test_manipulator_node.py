@@ -14,11 +14,11 @@ import yaml
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def _setup(tmp_path: pathlib.Path) -> pathlib.Path:
+def _setup(tmp_path: pathlib.Path, **params) -> pathlib.Path:
     params_dir = tmp_path / "params"
     params_dir.mkdir()
     (params_dir / "manipulator_node.yaml").write_text(yaml.safe_dump(
-        {"manipulator_node": {"ros__parameters": {"twin_real_time_factor": 40.0, "twin_seed": 3}}}))
+        {"manipulator_node": {"ros__parameters": {"twin_real_time_factor": 40.0, "twin_seed": 3, **params}}}))
     manifest = {"name": "manipulator_test", "params_dir": str(params_dir),
                 "nodes": [{"name": "manipulator_node", "executable": "manipulator_node",
                            "params": "manipulator_node.yaml", "lifecycle": True}]}
@@ -159,3 +159,61 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     assert _wait_for(lambda: results.append(_send(nav, NavigateToStation.Goal(station="reagent_rack")))
                      or results[-1].code != ResultCode.EMERGENCY_STOP, 20.0)
     assert results[-1].code == 0, results[-1].message
+
+
+def test_relocalisation_through_the_perception_service(launch, ros_probe, tmp_path):
+    """localiser: perception_service. A refusal from /perception/locate_station ends the goal
+    with PERCEPTION_FAILED; a fix (here computed by the test from the robot's own odometry)
+    docks it."""
+    import math
+
+    import numpy as np
+    from lifecycle_msgs.msg import Transition
+    from nav_msgs.msg import Odometry
+    from rclpy.action import ActionClient
+
+    from aichemist.errors import ResultCode
+    from aichemist_interfaces.action import NavigateToStation
+    from aichemist_interfaces.srv import LocateStation
+    from aichemist_nodes.node_base import STATE_QOS
+    from manipulation.layout import Pose2D, load_layout
+
+    layout = load_layout()
+    odoms: list[Odometry] = []
+    ros_probe.create_subscription(Odometry, "/manipulator/odom", odoms.append, STATE_QOS)
+    mode = {"answer": "refuse", "calls": 0}
+
+    def locate(request, response):
+        mode["calls"] += 1
+        if mode["answer"] == "refuse":
+            response.code, response.error_type = int(ResultCode.PERCEPTION_FAILED), "MarkerNotFound"
+            response.message = f"no tag of '{request.station}' in view"
+            return response
+        o = odoms[-1].pose.pose
+        base = Pose2D(x=o.position.x, y=o.position.y, yaw=2 * math.atan2(o.orientation.z, o.orientation.w))
+        t = np.linalg.inv(base.matrix()) @ layout.station(request.station).matrix()
+        yaw = math.atan2(t[1, 0], t[0, 0])
+        pose = response.station_pose
+        pose.header.frame_id = "base_footprint"
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in t[:3, 3])
+        pose.pose.orientation.z, pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+        response.code, response.distance_m = 0, float(np.linalg.norm(t[:2, 3]))
+        return response
+
+    ros_probe.create_service(LocateStation, "/perception/locate_station", locate)
+    launch(_setup(tmp_path, localiser="perception_service"))
+    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    assert _wait_for(lambda: len(odoms) > 3, 15.0)
+    nav = ActionClient(ros_probe, NavigateToStation, "/manipulator/navigate_to_station")
+    assert nav.wait_for_server(timeout_sec=30.0)
+
+    res = _send(nav, NavigateToStation.Goal(station="hplc_autosampler"))
+    assert res.code == ResultCode.PERCEPTION_FAILED and "no tag" in res.message
+    assert mode["calls"] == 1
+    mode["answer"] = "fix"
+    res = _send(nav, NavigateToStation.Goal(station="hplc_autosampler"))
+    assert res.code == 0, res.message
+    assert mode["calls"] >= 3   # before the final leg, at the dock (and any correction)
+    dock = layout.station("hplc_autosampler").dock_pose()
+    assert math.hypot(res.base_pose.x - dock.x, res.base_pose.y - dock.y) < 0.03

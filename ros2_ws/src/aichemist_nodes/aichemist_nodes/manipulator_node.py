@@ -100,6 +100,9 @@ class ServiceLocaliser:
         if res.code != 0:
             err = error_from_result(res.code, res.error_type, res.message)
             raise err if isinstance(err, PerceptionError) else LocalisationFailed(str(err))
+        frame = res.station_pose.header.frame_id
+        if frame not in ("", "base_footprint", "base_link"):  # base_link == base_footprint on this robot
+            raise LocalisationFailed(f"station pose of '{station}' is in frame '{frame}', expected base_footprint")
         p, q = res.station_pose.pose.position, res.station_pose.pose.orientation
         t = np.eye(4)
         t[:3, :3] = _quat_to_matrix(q.w, q.x, q.y, q.z)
