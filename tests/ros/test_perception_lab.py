@@ -1,15 +1,17 @@
 """perception_node on the lab world of sim/world: stations and trays from the lab description.
 
-sim_camera_node renders the lab (scene: lab) with its fixed station cameras and publishes their
-pose in the world frame; perception_node (lab_layout: default) locates each station from its tag
+Both nodes run with the twin's params files (config/twin/sim_camera_node.yaml,
+config/twin/perception_node.yaml). sim_camera_node renders the lab (scene: lab) with its fixed
+station cameras and publishes their pose in the world frame; perception_node (lab_layout:
+default) locates each station from its tag
 and must give the station's pose of the lab description; the HPLC tray, seen from above, holds
 no vial at the start (the lab's initial vials are in the reagent rack and the reactor collection).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -25,24 +27,14 @@ STATIONS = ("reagent_rack", "reactor_collection", "hplc_autosampler")
 @pytest.fixture(scope="module")
 def lab_nodes(tmp_path_factory):
     run = tmp_path_factory.mktemp("perception_lab")
-    cameras = {f"{s}_camera": {"image_topic": f"/{s}_camera/image_raw", "camera_info_topic": f"/{s}_camera/camera_info",
-                               "pose_topic": f"/{s}_camera/pose"} for s in STATIONS}
-    (run / "perception.yaml").write_text(
-        "perception_node:\n  ros__parameters:\n"
-        f"    cameras: '{json.dumps(cameras)}'\n"
-        f"    default_camera: {STATIONS[0]}_camera\n"
-        "    lab_layout: default\n")
-    (run / "cameras.yaml").write_text(
-        "sim_camera_node:\n  ros__parameters:\n"
-        "    scene: lab\n    rate_hz: 3.0\n    robot_frame: map\n"
-        f"    cameras: {json.dumps([f'{s}_camera' for s in STATIONS])}\n")
+    config = pathlib.Path(__file__).resolve().parents[2] / "config" / "twin"  # the twin's shipped params
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1")
     logs = [open(run / f"{n}.log", "w") for n in ("cam", "perception")]
     procs = [subprocess.Popen([sys.executable, "-m", "aichemist_nodes.sim_camera_node", "--ros-args",
-                               "--params-file", str(run / "cameras.yaml")], env=env, stdout=logs[0],
+                               "--params-file", str(config / "sim_camera_node.yaml")], env=env, stdout=logs[0],
                               stderr=subprocess.STDOUT),
              subprocess.Popen([sys.executable, "-m", "aichemist_nodes.perception_node", "--ros-args",
-                               "--params-file", str(run / "perception.yaml")], env=env, stdout=logs[1],
+                               "--params-file", str(config / "perception_node.yaml")], env=env, stdout=logs[1],
                               stderr=subprocess.STDOUT)]
     yield run
     for p in procs:
@@ -99,3 +91,13 @@ def test_initial_vials_seen_from_above(lab_nodes, ros_probe):
         expected = {key for key in layout.initial_vials if key.startswith(station + "/")}
         assert occupied == expected, (station, occupied, expected)
         assert all(s.cap_present for s in res.inspection.slots if s.occupied)  # the lab's vials are capped
+
+
+def test_wrist_camera_not_yet_published_is_a_clear_failure(lab_nodes, ros_probe):
+    from aichemist_interfaces.srv import LocateStation
+
+    # what the manipulator's perception_service localiser sends: a station, no camera name
+    res = _call(ros_probe, LocateStation, "/perception/locate_station",
+                LocateStation.Request(station="hplc_autosampler", timeout_s=0.5))
+    assert (res.code, res.error_type) == (31, "CameraUnavailable")
+    assert "no image from camera 'wrist_camera'" in res.message
