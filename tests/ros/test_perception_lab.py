@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ros
