@@ -66,6 +66,34 @@ DbOpt = typer.Option(None, "--database-url", help="SQLAlchemy URL (default $AICH
                                                   "the embedded SQLite file)")
 
 
+class ProgressPrinter:
+    """One stderr line per change of a task's phase, as its events arrive."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind, envelope = ev.get("event"), ev.get("data") or {}
+        if not isinstance(envelope, dict):
+            return
+        # stored task events arrive as {"id", "task_id", "type", "data": {...}, "at"}
+        data = envelope.get("data") if isinstance(envelope.get("data"), dict) else envelope
+        if kind == "progress":
+            detail = data.get("detail") or {}
+            parts = [str(detail[k]) for k in ("step_id", "device", "phase") if detail.get(k)]
+            where = f" ({', '.join(parts)})" if parts else ""
+            line = f"[{100 * float(data.get('progress') or 0):5.1f}%] {data.get('phase', '')}{where}"
+        elif kind == "snapshot":
+            line = f"status: {data.get('status', '')}"
+        elif kind in ("claimed", "taken_over", "approved", "cancel_requested", "finished"):
+            line = f"{kind}" + (f": {data['status']}" if data.get("status") else "")
+        else:
+            return
+        if line != self.last:
+            typer.echo(line, err=True)
+            self.last = line
+
+
 @app.command()
 def submit(task_file: pathlib.Path = typer.Argument(..., help="task JSON file, or - for stdin"),
            idempotency_key: Optional[str] = typer.Option(None, help="default: a new UUID"),
@@ -82,7 +110,8 @@ def submit(task_file: pathlib.Path = typer.Argument(..., help="task JSON file, o
         with _client(url, api_key) as bridge:
             task = bridge.submit(document, idempotency_key=idempotency_key, campaign=campaign)
             if wait:
-                task = bridge.wait(task["id"])
+                typer.echo(f"task {task['id']} {task['status']}; waiting (Ctrl-C stops waiting, not the task)", err=True)
+                task = bridge.wait(task["id"], on_event=ProgressPrinter())
     except AIChemistError as exc:
         _fail(exc)
     typer.echo(json.dumps(task, indent=2))

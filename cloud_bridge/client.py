@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -162,12 +162,16 @@ class BridgeClient:
                 elif field in ("event", "id"):
                     event[field] = value
 
-    def wait(self, task_id: str, *, timeout_s: float = 600.0) -> dict[str, Any]:
-        """Follow the task's event stream until it ends; returns the final task."""
+    def wait(self, task_id: str, *, timeout_s: float = 600.0,
+             on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Follow the task's event stream until it ends (``on_event`` sees each event);
+        returns the final task."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 for ev in self.events(task_id, timeout_s=max(1.0, deadline - time.monotonic())):
+                    if on_event is not None:
+                        on_event(ev)
                     if ev.get("event") == "finished" or (ev.get("event") == "snapshot" and
                                                          ev["data"].get("status") in TERMINAL):
                         return self.get(task_id)

@@ -56,3 +56,22 @@ def test_unknown_field_and_malformed_body_get_422(twin_lab):
                                                         "Content-Type": "application/json"},
                    content=b"{not json", timeout=10)
     assert r.status_code in (400, 422)
+
+
+def test_cli_submit_wait_shows_progress_and_the_result(twin_lab, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"kind": "flow_experiment", "name": "cli", "conditions": CONDITIONS}))
+    env = {**os.environ, "AICHEMIST_BRIDGE_URL": twin_lab.url, "AICHEMIST_API_KEY": twin_lab.api_key}
+    proc = subprocess.run([sys.executable, "-m", "aichemist.cli", "submit", str(task), "--wait"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "succeeded"
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    assert any("flow_reactor" in line for line in progress), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "finished: succeeded"
+    assert twin_lab.api_key not in proc.stderr + proc.stdout
