@@ -14,8 +14,9 @@ targets. A cancel halts the arm and the base at the next control step; the e-sto
 robot's simulated time, far inside the 200 ms budget).
 
 Hardware: ``hardware: twin`` runs the robot's MuJoCo twin (sim.robot_twin) in this process,
-stepped lock-step with the skills and paced at ``twin_real_time_factor``; joint states and
-odometry are stamped with the twin's simulated time. The localiser is the twin's ground truth
+stepped lock-step with the skills and paced either at ``twin_real_time_factor`` against the wall
+clock, or (``pace_with: ros_clock`` + ``use_sim_time``) against twin_node's /clock, so the robot
+shares the lab's simulated timeline; joint states and odometry carry that time. The localiser is the twin's ground truth
 plus the fiducial pipeline's noise (``twin_ground_truth``) or the perception node's
 /perception/locate_station service (``perception_service``).
 """
@@ -42,6 +43,9 @@ class ManipulatorNodeParams(Params):
     localiser: Literal["twin_ground_truth", "perception_service"] = "twin_ground_truth"
     planner_backend: Literal["auto", "embedded", "moveit"] = "embedded"
     twin_real_time_factor: float = Field(10.0, ge=0.1, le=1000.0, description="simulated s per wall s")
+    pace_with: Literal["wall", "ros_clock"] = Field(
+        "wall", description="pace the robot twin against the wall clock (twin_real_time_factor) or the "
+                            "node's ROS clock (use_sim_time: follows twin_node's /clock)")
     twin_seed: int = Field(0, ge=0, le=1_000_000, description="odometry error draw of the twin robot")
     start_station: str = Field("charging_dock", description="where the twin robot starts")
     joint_state_rate_hz: float = Field(20.0, ge=1.0, le=200.0)
@@ -71,6 +75,38 @@ class PacedSimClock:
             time.sleep(ahead)
         elif ahead < -1.0:  # fell behind (slow machine): do not try to catch up in a burst
             self._wall0, self._sim0 = time.monotonic(), self._sim.now()
+
+
+class RosClockPacedSimClock(PacedSimClock):
+    """Lock-step robot twin that keeps pace with the node's ROS clock: with use_sim_time that is
+    twin_node's /clock, so the robot and the rest of the lab share one simulated timeline."""
+
+    def __init__(self, twin: Any, node: Any, stall_timeout_s: float = 10.0) -> None:
+        super().__init__(twin, 1.0)
+        self.node = node
+        self.stall_timeout_s = stall_timeout_s
+        self._anchor: tuple[float, float] | None = None
+
+    def ros_now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def sleep(self, seconds: float) -> None:
+        from aichemist.errors import StepTimeout
+
+        if self._anchor is None:
+            self._anchor = (self._sim.now(), self.ros_now())
+        self._sim.sleep(seconds)
+        target = self._anchor[1] + (self._sim.now() - self._anchor[0])
+        waiter = threading.Event()
+        last, last_change = self.ros_now(), time.monotonic()
+        while self.ros_now() < target:
+            waiter.wait(0.002)
+            now = self.ros_now()
+            if now != last:
+                last, last_change = now, time.monotonic()
+            elif time.monotonic() - last_change > self.stall_timeout_s:
+                self._anchor = None
+                raise StepTimeout(f"the ROS clock has not moved for {self.stall_timeout_s:g} s (is /clock published?)")
 
 
 class ServiceLocaliser:
@@ -147,13 +183,17 @@ class ManipulatorNode(HardwareNode):
                                      f"({', '.join(layout.station_names())})")
         planner = make_planner(params.planner_backend)
         self.twin = RobotTwin(layout, seed=params.twin_seed, start_station=params.start_station)
-        self.clock_sim = PacedSimClock(self.twin, params.twin_real_time_factor)
+        self.clock_sim = (RosClockPacedSimClock(self.twin, self) if params.pace_with == "ros_clock"
+                          else PacedSimClock(self.twin, params.twin_real_time_factor))
         localiser = (TwinLocaliser(self.twin) if params.localiser == "twin_ground_truth"
                      else ServiceLocaliser(self, params.locate_timeout_s))
         self.skills = Skills(layout, planner, TwinArm(self.twin), TwinGripper(self.twin), TwinBase(self.twin),
                              localiser, self.clock_sim, should_stop=self._should_stop)
+        from rclpy.clock import Clock, ClockType
+
+        # a wall-clock rate: with sim time at 20x a sim-time timer would publish 20x as often
         self._timer = self.create_timer(1.0 / params.joint_state_rate_hz, self._publish_state,
-                                        callback_group=self.cb_group)
+                                        callback_group=self.cb_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._nav_server = action_server(self, _action("NavigateToStation"), "/manipulator/navigate_to_station",
                                          self._execute_navigate, cancel_callback=self._accept_cancel)
         self._pick_server = action_server(self, _action("PickPlace"), "/manipulator/pick_place",
@@ -272,7 +312,9 @@ class ManipulatorNode(HardwareNode):
             opening = twin.opening
             odom = twin.odom_pose.copy()
             vel = twin.cmd_vel.copy()
-        stamp = _time_msg(t)
+        # stamped on the shared timeline when paced by the ROS clock, else on the twin's own
+        stamp = (self.get_clock().now().to_msg() if isinstance(self.clock_sim, RosClockPacedSimClock)
+                 else _time_msg(t))
         js = JointState()
         js.header.stamp = stamp
         js.name = list(robot_spec.ARM_JOINTS) + list(robot_spec.FINGER_JOINTS)
@@ -309,7 +351,8 @@ def main(args: list[str] | None = None) -> int:
     return spin_node(ManipulatorNode, args)
 
 
-__all__ = ["ManipulatorNode", "ManipulatorNodeParams", "PacedSimClock", "ServiceLocaliser", "main"]
+__all__ = ["ManipulatorNode", "ManipulatorNodeParams", "PacedSimClock", "RosClockPacedSimClock", "ServiceLocaliser",
+           "main"]
 
 
 if __name__ == "__main__":
