@@ -178,13 +178,19 @@ def test_relocalisation_through_the_perception_service(launch, ros_probe, tmp_pa
     from aichemist_nodes.node_base import STATE_QOS
     from manipulation.layout import Pose2D, load_layout
 
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
     layout = load_layout()
     odoms: list[Odometry] = []
-    ros_probe.create_subscription(Odometry, "/manipulator/odom", odoms.append, STATE_QOS)
+    group = ReentrantCallbackGroup()
+    ros_probe.create_subscription(Odometry, "/manipulator/odom", odoms.append, STATE_QOS, callback_group=group)
     mode = {"answer": "refuse", "calls": 0}
 
     def locate(request, response):
         mode["calls"] += 1
+        # the robot stands still while it waits for the answer: wait for odometry published after the call
+        n = len(odoms)
+        _wait_for(lambda: len(odoms) >= n + 2, 2.0)
         if mode["answer"] == "refuse":
             response.code, response.error_type = int(ResultCode.PERCEPTION_FAILED), "MarkerNotFound"
             response.message = f"no tag of '{request.station}' in view"
@@ -200,7 +206,7 @@ def test_relocalisation_through_the_perception_service(launch, ros_probe, tmp_pa
         response.code, response.distance_m = 0, float(np.linalg.norm(t[:2, 3]))
         return response
 
-    ros_probe.create_service(LocateStation, "/perception/locate_station", locate)
+    ros_probe.create_service(LocateStation, "/perception/locate_station", locate, callback_group=group)
     launch(_setup(tmp_path, localiser="perception_service"))
     assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
     assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
@@ -215,15 +221,13 @@ def test_relocalisation_through_the_perception_service(launch, ros_probe, tmp_pa
     res = _send(nav, NavigateToStation.Goal(station="hplc_autosampler"))
     assert res.code == 0, res.message
     assert mode["calls"] >= 2   # before the final leg and at the dock
-    # the test's "fix" comes from the last published odometry (20 Hz wall, the robot runs at 40x),
-    # so it can lag by up to a leg: the pose is only checked to be at the right station
     dock = layout.station("hplc_autosampler").dock_pose()
-    assert math.hypot(res.base_pose.x - dock.x, res.base_pose.y - dock.y) < 0.4
+    assert math.hypot(res.base_pose.x - dock.x, res.base_pose.y - dock.y) < 0.05
 
 
 def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
-    """pace_with: ros_clock + use_sim_time: the robot moves on twin_node's /clock (20x real time);
-    the goal's simulated duration matches the /clock time that passed, joint states carry it."""
+    """pace_with: ros_clock + use_sim_time: the robot moves on twin_node's /clock (10x real time):
+    it never runs ahead of the /clock time that passed, and joint states carry that time."""
     from lifecycle_msgs.msg import Transition
     from rclpy.action import ActionClient
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -236,7 +240,7 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
     path = _setup(tmp_path, pace_with="ros_clock")
     params_dir = tmp_path / "params"
     (params_dir / "twin_node.yaml").write_text(yaml.safe_dump({"twin_node": {"ros__parameters": {
-        "twin_dir": str(tmp_path / "twin"), "real_time_factor": 20.0, "clock_rate_hz": 100.0, "subsystems": "[]"}}}))
+        "twin_dir": str(tmp_path / "twin"), "real_time_factor": 10.0, "clock_rate_hz": 100.0, "subsystems": "[]"}}}))
     manifest = yaml.safe_load(path.read_text())
     manifest["nodes"][0]["use_sim_time"] = True
     manifest["nodes"].insert(0, {"name": "twin_node", "executable": "twin_node", "params": "twin_node.yaml"})
@@ -258,5 +262,7 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
     t1 = clock[-1]
     assert res.code == 0, res.message
     assert res.duration_s > 3.0
-    assert t1 - t0 == pytest.approx(res.duration_s, rel=0.3, abs=1.0)
+    # the robot never runs ahead of the lab's clock (it may lag it when the host is busy)
+    assert res.duration_s <= (t1 - t0) + 0.5
+    assert t1 - t0 < 3.0 * res.duration_s + 5.0
     assert _wait_for(lambda: joints and abs(joints[-1].header.stamp.sec - clock[-1]) < 2.0, 10.0)
