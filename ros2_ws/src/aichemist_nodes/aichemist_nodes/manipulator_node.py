@@ -161,7 +161,6 @@ class ManipulatorNode(HardwareNode):
         self.twin = None
         self.clock_sim = None
         self._busy = threading.Lock()
-        self._stop_request: AIChemistError | None = None
         from nav_msgs.msg import Odometry
         from sensor_msgs.msg import JointState
 
@@ -213,8 +212,6 @@ class ManipulatorNode(HardwareNode):
 
     def safe_state(self) -> None:
         """Halt the arm and the base now (running goals see the stop at their next control step)."""
-        if self.estop_active:
-            self._stop_request = EmergencyStop(f"emergency stop ({self.estop_reason}): all motion halted")
         if self.twin is not None:
             self.twin.halt_arm()
             self.twin.set_base_velocity(0.0, 0.0, 0.0)
