@@ -26,7 +26,7 @@ VIAL_BITS = 'contype="2" conaffinity="7"'
 ROBOT_BITS = 'contype="4" conaffinity="0"'
 NO_CONTACT = 'contype="0" conaffinity="0"'
 TAG_WHITE_BORDER_CELLS = 1
-# The twin drives the robot's joints kinematically; a huge armature keeps contact and weld forces
+# The twin drives the robot's joints kinematically; a huge armature keeps contact forces
 # from accelerating them between two writes (small armature made the solver unstable).
 ROBOT_ARMATURE = 1.0e4
 TAG_BLACK_CELLS = 8  # tag36h11: 6x6 data bits inside a one-cell black border
@@ -224,7 +224,6 @@ def build_mjcf(layout: LabLayout | None = None, asset_dir: str | pathlib.Path | 
         assets += a
         world += b
     vial = layout.vial
-    equality = []
     for vial_id, pos in vial_initial_positions(layout).items():
         world.append(f'    <body name="vial_{vial_id}" pos="{_v(pos)}">')
         world.append("      <freejoint/>")
@@ -241,8 +240,6 @@ def build_mjcf(layout: LabLayout | None = None, asset_dir: str | pathlib.Path | 
              '  <visual><global offwidth="1280" offheight="960"/><quality shadowsize="0"/></visual>',
              "  <asset>", *assets, "  </asset>",
              "  <worldbody>", *world, "  </worldbody>"]
-    if equality:
-        lines += ["  <equality>", *equality, "  </equality>"]
     lines.append("</mujoco>")
     return "\n".join(lines) + "\n"
 
