@@ -231,6 +231,7 @@ class Executor:
             self._cond.notify_all()
 
     def cancel(self) -> None:
+        """Cancel the current run (or the next one, if none is running: an executor is per task)."""
         with self._cond:
             self._cancelled = True
             for event in self._running_cancel.values():
@@ -258,8 +259,9 @@ class Executor:
                                   problems=[{"field": "op", "value": m, "limit": sorted(self.adapters),
                                              "message": "no adapter"} for m in missing])
         order = {sid: n for n, sid in enumerate(schedule(steps, self.capacities).order())}
+        if self._cancelled:  # cancelled before it started: nothing runs, nothing is recorded as run
+            raise Cancelled(f"run {run_id} cancelled before it started", run_id=run_id)
         fresh = self.journal.open_run(run_id, steps)
-        self._cancelled = False
         state = {sid: rec["state"] for sid, rec in self.journal.steps(run_id).items()}
         results = {sid: rec["result"] or {} for sid, rec in self.journal.steps(run_id).items()
                    if rec["state"] == "succeeded"}

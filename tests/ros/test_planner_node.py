@@ -137,3 +137,63 @@ def test_flow_experiment_refusal_limits_and_restart(ros_probe, tmp_path):
         assert res.error_type == "ConflictError" and len(reactor.goals) == 4
     finally:
         stop(planner2)
+
+
+class SlowReactor(FakeReactor):
+    """Holds each goal until released; records how many ran at once."""
+
+    def __init__(self, node) -> None:
+        self.release = threading.Event()
+        self.running = 0
+        self.max_running = 0
+        self.lock = threading.Lock()
+        super().__init__(node)
+
+    def execute(self, goal_handle):  # noqa: ANN001
+        with self.lock:
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        self.received.set()
+        try:
+            self.release.wait(30)
+            return super().execute(goal_handle)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_tasks_are_run_one_at_a_time(ros_probe, tmp_path):
+    from rclpy.action import ActionClient
+
+    from aichemist_interfaces.action import ExecuteTask
+
+    reactor = SlowReactor(ros_probe)
+    planner = start_planner(tmp_path, tmp_path / "journal.db")
+    client = ActionClient(ros_probe, ExecuteTask, "/planner/execute_task")
+    try:
+        assert client.wait_for_server(timeout_sec=30.0)
+        phases: list[str] = []
+        done = [threading.Event(), threading.Event()]
+        futures = []
+        for k in range(2):
+            goal = ExecuteTask.Goal(task_id=f"t{k}", task_json=json.dumps(
+                {"kind": "flow_experiment", "conditions": {**GOOD, "temp_c": 50.0 + k}}))
+            f = client.send_goal_async(goal, feedback_callback=lambda fb: phases.append(fb.feedback.phase))
+            f.add_done_callback(lambda _f, e=done[k]: e.set())
+            futures.append(f)
+        assert all(e.wait(30) for e in done)
+        assert reactor.received.wait(30)
+        reactor.release.set()
+        results = []
+        for f in futures:
+            ready = threading.Event()
+            rf = f.result().get_result_async()
+            rf.add_done_callback(lambda _f: ready.set())
+            assert ready.wait(60)
+            results.append(rf.result().result)
+        assert all(r.code == 0 for r in results), [r.message for r in results]
+        assert len(reactor.goals) == 2 and reactor.max_running == 1
+        assert "queued" in phases
+    finally:
+        client.destroy()
+        stop(planner)

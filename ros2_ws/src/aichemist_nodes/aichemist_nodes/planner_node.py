@@ -74,6 +74,7 @@ class PlannerNode(Node):
         self._flow = ActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
         self._hplc = ActionClient(self, MeasureSample, self.params.hplc_action, callback_group=group)
         self._executors: dict[str, Executor] = {}
+        self._run_lock = threading.Lock()
         self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
@@ -158,8 +159,17 @@ class PlannerNode(Node):
             executor.subscribe(self._ord)
         self._executors[request.task_id] = executor
         try:
-            feedback("compiling", 0.0, {})
-            outcome = run_task(request.task_id, request.task_json, self.lab, executor, progress=on_progress)
+            # one task at a time: the lab's devices are shared, and each plan was scheduled alone
+            if not self._run_lock.acquire(blocking=False):
+                feedback("queued", 0.0, {})
+                while not self._run_lock.acquire(timeout=0.5):
+                    if executor._cancelled or goal_handle.is_cancel_requested:
+                        raise Cancelled(f"task {request.task_id} cancelled while queued")
+            try:
+                feedback("compiling", 0.0, {})
+                outcome = run_task(request.task_id, request.task_json, self.lab, executor, progress=on_progress)
+            finally:
+                self._run_lock.release()
             outcome.pop("steps", None)
             result.result_json = json.dumps(outcome, default=str)
             self.journal.finish(request.task_id, code=0, result=outcome)
