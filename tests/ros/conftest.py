@@ -31,7 +31,23 @@ def ros_probe() -> Iterator[Any]:
     node = rclpy.create_node(f"test_probe_{os.getpid()}", context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+
+    def spin() -> None:
+        # rclpy registers an ActionClient with the node before it has finished building it, so
+        # an executor spinning meanwhile can trip over it (AttributeError '_lock'): report it
+        # and keep spinning, or every later call of the test would time out.
+        from rclpy.executors import ExternalShutdownException
+
+        while context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                return
+            except Exception as exc:  # noqa: BLE001
+                if context.ok():
+                    print(f"ros_probe: exception in a callback (spinning on): {exc!r}")
+
+    thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     try:
         yield node
