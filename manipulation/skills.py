@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from aichemist.clock import Clock
-from aichemist.errors import AIChemistError, PerceptionError, StepTimeout
+from aichemist.errors import AIChemistError, PerceptionError, StepTimeout, ValidationError
 from aichemist.params import Params
 from manipulation.errors import (GraspFailed, GripperNotEmpty, LocalisationFailed, PathInCollision, SlotEmpty,
                                  SlotOccupied, UnknownSlot, UnknownStation)
@@ -77,7 +77,7 @@ class Skills:
     def __init__(self, layout: LabLayout, planner: MotionPlanner, arm: Arm, gripper: Gripper, base: Base,
                  localiser: Localiser, clock: Clock, *, params: SkillParams | None = None,
                  inventory: Inventory | None = None, should_stop: StopCheck | None = None,
-                 feedback: Feedback | None = None) -> None:
+                 feedback: Feedback | None = None, look_q: Sequence[float] | None = None) -> None:
         self.layout = layout
         self.planner = planner
         self.robot = planner.robot
@@ -91,6 +91,11 @@ class Skills:
         self.docked_at: str | None = None
         self.fix: StationFix | None = None
         self.stats = {"relocalisations": 0, "dock_corrections": 0, "regrasps": 0}
+        # arm configuration in which the wrist camera sees the station's tag from the pre-dock and
+        # the dock pose; None when the localiser does not look through the arm's camera
+        self.look_q = None if look_q is None else np.array(look_q, dtype=float)
+        if self.look_q is not None and self.look_q.shape != (6,):
+            raise ValidationError(f"look_q must hold 6 joint angles, got {len(self.look_q)}")
 
     # --- validation (no motion) ------------------------------------------------------------
     def station(self, name: str) -> Station:
@@ -184,6 +189,7 @@ class Skills:
         return self.fix
 
     def _localise(self, station: Station) -> StationFix:
+        self._point_camera()
         try:
             fix = self.localiser.locate_station(station.name)
         except PerceptionError:
@@ -269,6 +275,17 @@ class Skills:
             self._execute(self.planner.plan_linear(q, up, self._rack_contacts()), "retreating")
             traj = self.planner.plan_joints(self.arm.joint_positions(), stow)
         self._execute(traj, "stowing arm")
+
+    def _point_camera(self) -> None:
+        """Move the arm to ``look_q`` (planned in the current scene) so the wrist camera sees the tag."""
+        if self.look_q is None:
+            return
+        q = self.arm.joint_positions()
+        if np.abs(q - self.look_q).max() < 1e-3:
+            return
+        self._sync_gripper_model()
+        self.planner.set_scene(self._scene())
+        self._execute(self.planner.plan_joints(q, self.look_q), "pointing the wrist camera")
 
     def _rack_contacts(self) -> list[tuple[str, str]]:
         """Contacts allowed while backing away from where the arm stopped: held vial and fingers on racks."""

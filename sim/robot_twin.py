@@ -111,6 +111,7 @@ class RobotTwin:
                 self._move_robot(dt)
                 self._write_robot()
                 self._mj.mj_kinematics(self.model, self.data)
+                self._mj.mj_camlight(self.model, self.data)  # cameras (the wrist camera) follow the robot
                 self.data.time += dt
                 return
             h = self.model.opt.timestep
@@ -177,6 +178,7 @@ class RobotTwin:
             # nothing can move but the robot, which touches nothing: kinematics only (driving
             # across the lab costs no contact physics)
             self._mj.mj_kinematics(self.model, self.data)
+            self._mj.mj_camlight(self.model, self.data)
             self.data.time += h
             return
         self._mj.mj_step(self.model, self.data)

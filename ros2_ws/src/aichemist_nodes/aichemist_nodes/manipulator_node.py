@@ -23,18 +23,22 @@ plus the fiducial pipeline's noise (``twin_ground_truth``) or the perception nod
 
 from __future__ import annotations
 
-import math
-import threading
-import time
-from typing import Any, Literal
+import os
 
-import numpy as np
-from pydantic import Field
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: the wrist camera renders headless
 
-from aichemist.errors import (AIChemistError, Cancelled, ConflictError, EmergencyStop, PerceptionError,
+import math  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Literal  # noqa: E402
+
+import numpy as np  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+from aichemist.errors import (AIChemistError, Cancelled, ConflictError, EmergencyStop, PerceptionError,  # noqa: E402
                               error_from_result)
-from aichemist.params import Params
-from aichemist_nodes.node_base import STATE_QOS, HardwareNode, action_server, set_error, spin_node
+from aichemist.params import Params  # noqa: E402
+from aichemist_nodes.node_base import STATE_QOS, HardwareNode, action_server, set_error, spin_node  # noqa: E402
 
 
 class ManipulatorNodeParams(Params):
@@ -50,6 +54,15 @@ class ManipulatorNodeParams(Params):
     start_station: str = Field("charging_dock", description="where the twin robot starts")
     joint_state_rate_hz: float = Field(20.0, ge=1.0, le=200.0)
     locate_timeout_s: float = Field(5.0, gt=0.0, le=60.0)
+    wrist_camera_rate_hz: float = Field(
+        0.0, ge=0.0, le=30.0, description="publish the twin's wrist_camera (/wrist_camera/image_raw, camera_info, "
+                                          "pose in base_footprint) for perception_node; 0 = off")
+    wrist_camera_width: int = Field(640, ge=16, le=1280)
+    wrist_camera_look_q: list[float] = Field(
+        default_factory=lambda: [-0.917, -1.919, 0.514, -0.803, -1.268, 0.0], min_length=6, max_length=6,
+        description="arm joints (rad) in which the wrist camera sees a station's tag from the pre-dock and "
+                    "the dock pose; used with localiser: perception_service")
+    wrist_camera_height: int = Field(480, ge=16, le=960)
 
 
 class PacedSimClock:
@@ -113,6 +126,7 @@ class ServiceLocaliser:
     """Localiser over the perception node's /perception/locate_station service."""
 
     def __init__(self, node: Any, timeout_s: float) -> None:
+        import perception.errors  # noqa: F401  (so error_from_result rebuilds MarkerNotFound & co. by name)
         from aichemist_interfaces.srv import LocateStation
 
         self._srv = LocateStation
@@ -167,6 +181,7 @@ class ManipulatorNode(HardwareNode):
         self.joint_pub = self.create_publisher(JointState, "/manipulator/joint_states", STATE_QOS)
         self.odom_pub = self.create_publisher(Odometry, "/manipulator/odom", STATE_QOS)
         self._timer = None
+        self.camera_streams = None
 
     # --- lifecycle hooks ----------------------------------------------------------------------
     def configure_core(self, params: ManipulatorNodeParams) -> None:
@@ -187,18 +202,30 @@ class ManipulatorNode(HardwareNode):
         localiser = (TwinLocaliser(self.twin) if params.localiser == "twin_ground_truth"
                      else ServiceLocaliser(self, params.locate_timeout_s))
         self.skills = Skills(layout, planner, TwinArm(self.twin), TwinGripper(self.twin), TwinBase(self.twin),
-                             localiser, self.clock_sim, should_stop=self._should_stop)
+                             localiser, self.clock_sim, should_stop=self._should_stop,
+                             look_q=params.wrist_camera_look_q if params.localiser == "perception_service" else None)
         from rclpy.clock import Clock, ClockType
 
         # a wall-clock rate: with sim time at 20x a sim-time timer would publish 20x as often
         self._timer = self.create_timer(1.0 / params.joint_state_rate_hz, self._publish_state,
                                         callback_group=self.cb_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        if params.wrist_camera_rate_hz > 0:
+            # rendered under the twin's lock, so the image and the camera pose show the robot's true state
+            from aichemist_nodes.camera_publishing import CameraStreams
+
+            self.camera_streams = CameraStreams(
+                self, self.twin.model, self.twin.data, ["wrist_camera"], width=params.wrist_camera_width,
+                height=params.wrist_camera_height, robot_body="base_footprint", robot_frame="base_footprint",
+                lock=self.twin.lock).start(params.wrist_camera_rate_hz)
         self._nav_server = action_server(self, _action("NavigateToStation"), "/manipulator/navigate_to_station",
                                          self._execute_navigate, cancel_callback=self._accept_cancel)
         self._pick_server = action_server(self, _action("PickPlace"), "/manipulator/pick_place",
                                           self._execute_pick_place, cancel_callback=self._accept_cancel)
 
     def cleanup_core(self) -> None:
+        if self.camera_streams is not None:
+            self.camera_streams.stop()
+            self.camera_streams = None
         for attr in ("_nav_server", "_pick_server"):
             server = getattr(self, attr, None)
             if server is not None:
