@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-import threading
 import time
 
 import pytest
 import yaml
+from ros_helpers import change_state, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -59,28 +59,6 @@ def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir
     return path
 
 
-def _change_state(node, target: str, transition_id: int) -> bool:
-    from lifecycle_msgs.srv import ChangeState
-
-    client = node.create_client(ChangeState, f"/{target}/change_state")
-    assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
-    req = ChangeState.Request()
-    req.transition.id = transition_id
-    res = client.call(req, timeout_sec=60.0)
-    assert res is not None, "change_state timed out"
-    return res.success
-
-
-def _wait_for(predicate, timeout_s: float) -> bool:
-    event = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        event.wait(0.05)
-    return predicate()
-
-
 def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     from lifecycle_msgs.msg import Transition
     from rclpy.action import ActionClient
@@ -92,13 +70,13 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
 
     launch(_write_setup(tmp_path))
     twin_dir = tmp_path / "twin"
-    assert _wait_for(lambda: (twin_dir / "detector").exists(), 30.0), "twin ports did not appear"
+    assert wait_for(lambda: (twin_dir / "detector").exists(), 30.0), "twin ports did not appear"
 
     states: list[tuple[float, FlowReactorState]] = []
     ros_probe.create_subscription(FlowReactorState, "/flow_reactor/state",
                                   lambda m: states.append((time.monotonic(), m)), STATE_QOS)
-    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
+    assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
 
     client = ActionClient(ros_probe, RunFlowExperiment, "/flow_reactor/run_flow_experiment")
     goal = RunFlowExperiment.Goal(experiment_id="ros-1", residence_time_min=0.5, temp_c=30.0,
@@ -114,7 +92,7 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     assert any(f.pressure_bar > 5.0 for f in feedback)
 
     # the state topic: >= 10 Hz (wall), active, pumps stopped after the run
-    assert _wait_for(lambda: states and states[-1][1].phase == "idle", 5.0)
+    assert wait_for(lambda: states and states[-1][1].phase == "idle", 5.0)
     recent = [t for t, _ in states if t > states[-1][0] - 2.0]
     assert len(recent) >= 18
     last = states[-1][1]
@@ -124,8 +102,8 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     # the collected vial went to the HPLC's rack: measure it there
     from aichemist_interfaces.action import MeasureSample
 
-    assert _change_state(ros_probe, "hplc_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "hplc_node", Transition.TRANSITION_ACTIVATE)
+    assert change_state(ros_probe, "hplc_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "hplc_node", Transition.TRANSITION_ACTIVATE)
     record = json.loads(result.result_json)
     assert record["collected_vial"] == "vial_1"
     hplc_client = ActionClient(ros_probe, MeasureSample, "/hplc/measure_sample")
@@ -144,14 +122,14 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
 
     estop_pub = ros_probe.create_publisher(SafetyState, ESTOP_TOPIC, ESTOP_QOS)
     estop_pub.publish(SafetyState(estop=True, source="test", reason="button"))
-    assert _wait_for(lambda: states[-1][1].phase == "safe" and states[-1][1].safe, 10.0)
+    assert wait_for(lambda: states[-1][1].phase == "safe" and states[-1][1].safe, 10.0)
     with pytest.raises(EmergencyStop, match="e-stop"):
         call_action(client, goal, timeout_s=30.0)
     estop_pub.publish(SafetyState(estop=False, source="test", reason="reset"))
-    assert _wait_for(lambda: states[-1][1].phase == "idle", 10.0)
+    assert wait_for(lambda: states[-1][1].phase == "idle", 10.0)
 
     # deactivate -> safe state; a goal is then refused with a typed error
-    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_DEACTIVATE)
+    assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_DEACTIVATE)
     from aichemist.errors import ConflictError
 
     with pytest.raises(ConflictError, match="not active"):
@@ -162,8 +140,8 @@ def test_configure_fails_naming_the_missing_port(launch, ros_probe, tmp_path):
     from lifecycle_msgs.msg import Transition
 
     launcher = launch(_write_setup(tmp_path, flow_ports_prefix=str(tmp_path / "nowhere")))
-    assert not _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
-    assert _wait_for(lambda: any("nowhere/pump_dfnb" in line for line in launcher.output("flow_reactor_node")),
+    assert not change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: any("nowhere/pump_dfnb" in line for line in launcher.output("flow_reactor_node")),
                      10.0)
 
 
@@ -180,11 +158,11 @@ def test_interlock_in_the_twin_reaches_the_action_result(launch, ros_probe, tmp_
     from aichemist_nodes.node_base import STATE_QOS, call_action
 
     launch(_write_setup(tmp_path))
-    assert _wait_for(lambda: (tmp_path / "twin" / "detector").exists(), 30.0)
+    assert wait_for(lambda: (tmp_path / "twin" / "detector").exists(), 30.0)
     states = []
     ros_probe.create_subscription(FlowReactorState, "/flow_reactor/state", states.append, STATE_QOS)
-    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
+    assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
     inject = ros_probe.create_client(TwinInjectFault, "/twin/inject_fault")
     assert inject.wait_for_service(timeout_sec=10.0)
     bad = inject.call(TwinInjectFault.Request(device="pump_x", fault="stall"), timeout_sec=10.0)
@@ -203,6 +181,6 @@ def test_interlock_in_the_twin_reaches_the_action_result(launch, ros_probe, tmp_
         call_action(client, goal, timeout_s=120.0, feedback_cb=on_feedback)
     assert injected and info.value.code == ResultCode.INTERLOCK
     assert info.value.interlock in ("blockage", "over_pressure")
-    assert _wait_for(lambda: states and states[-1].safe and states[-1].active_interlock == info.value.interlock,
+    assert wait_for(lambda: states and states[-1].safe and states[-1].active_interlock == info.value.interlock,
                      5.0)
     assert all(f == 0.0 for f in states[-1].pump_flow_setpoint_ml_min)

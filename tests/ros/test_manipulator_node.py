@@ -10,6 +10,7 @@ import time
 
 import pytest
 import yaml
+from ros_helpers import change_state, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -25,28 +26,6 @@ def _setup(tmp_path: pathlib.Path, **params) -> pathlib.Path:
     path = tmp_path / "manipulator_test.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path
-
-
-def _change_state(node, target: str, transition_id: int) -> bool:
-    from lifecycle_msgs.srv import ChangeState
-
-    client = node.create_client(ChangeState, f"/{target}/change_state")
-    assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
-    req = ChangeState.Request()
-    req.transition.id = transition_id
-    res = client.call(req, timeout_sec=120.0)
-    assert res is not None, "change_state timed out"
-    return res.success
-
-
-def _wait_for(predicate, timeout_s: float) -> bool:
-    event = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        event.wait(0.05)
-    return predicate()
 
 
 def _send(client, goal, feedback=None, cancel_after=None):
@@ -87,9 +66,9 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     odoms: list[Odometry] = []
     ros_probe.create_subscription(JointState, "/manipulator/joint_states", joints.append, STATE_QOS)
     ros_probe.create_subscription(Odometry, "/manipulator/odom", odoms.append, STATE_QOS)
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
-    assert _wait_for(lambda: len(joints) > 3 and len(odoms) > 3, 15.0)
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: len(joints) > 3 and len(odoms) > 3, 15.0)
     assert list(joints[-1].name)[:6] == ["shoulder_pan_joint", "shoulder_lift_joint", "elbow_joint",
                                          "wrist_1_joint", "wrist_2_joint", "wrist_3_joint"]
 
@@ -117,7 +96,7 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     assert res.code == 0, res.message
     # feedback and result travel on different topics (a feedback sent just before the result can
     # be dropped by the client): the pre-dock fix is reported well before the end
-    assert _wait_for(lambda: {"navigating", "localising"} <= {f.phase for f in feedback}, 20.0), \
+    assert wait_for(lambda: {"navigating", "localising"} <= {f.phase for f in feedback}, 20.0), \
         [f.phase for f in feedback]
     assert res.base_pose.y == pytest.approx(1.08, abs=0.03) and res.duration_s > 3.0
 
@@ -128,7 +107,7 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
                 cancel_after=lambda fb: any(f.phase == "descending" for f in fb))
     assert res.code == ResultCode.CANCELLED, res.message
     n = len(joints)
-    assert _wait_for(lambda: len(joints) > n + 5, 20.0)
+    assert wait_for(lambda: len(joints) > n + 5, 20.0)
     assert joints[-1].position == joints[n].position and not any(joints[-1].velocity[:6])
 
     # e-stop during a drive: halted, result says so; new goals refused while latched
@@ -141,12 +120,12 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
 
     worker = threading.Thread(target=drive)
     worker.start()
-    assert _wait_for(lambda: any(f.phase == "navigating" and f.progress > 0.0 for f in feedback), 60.0)
+    assert wait_for(lambda: any(f.phase == "navigating" and f.progress > 0.0 for f in feedback), 60.0)
     publish_estop(ros_probe, estop_pub, True, "test", "operator pressed the button")
     worker.join(60.0)
     assert done["result"].code == ResultCode.EMERGENCY_STOP, done["result"].message
     n = len(odoms)
-    assert _wait_for(lambda: len(odoms) > n + 5, 20.0)
+    assert wait_for(lambda: len(odoms) > n + 5, 20.0)
     last = odoms[-1]
     assert last.twist.twist.linear.x == 0.0 and last.twist.twist.linear.y == 0.0 and last.twist.twist.angular.z == 0.0
     assert (last.pose.pose.position.x, last.pose.pose.position.y) == (odoms[n].pose.pose.position.x,
@@ -156,7 +135,7 @@ def test_manipulator_node_actions_cancel_and_estop(launch, ros_probe, tmp_path):
     publish_estop(ros_probe, estop_pub, False, "test", "cleared")
     # the clear travels on its own topic: goals are accepted again once the node has seen it
     results = []
-    assert _wait_for(lambda: results.append(_send(nav, NavigateToStation.Goal(station="reagent_rack")))
+    assert wait_for(lambda: results.append(_send(nav, NavigateToStation.Goal(station="reagent_rack")))
                      or results[-1].code != ResultCode.EMERGENCY_STOP, 20.0)
     assert results[-1].code == 0, results[-1].message
 
@@ -190,7 +169,7 @@ def test_relocalisation_through_the_perception_service(launch, ros_probe, tmp_pa
         mode["calls"] += 1
         # the robot stands still while it waits for the answer: wait for odometry published after the call
         n = len(odoms)
-        _wait_for(lambda: len(odoms) >= n + 2, 2.0)
+        wait_for(lambda: len(odoms) >= n + 2, 2.0)
         if mode["answer"] == "refuse":
             response.code, response.error_type = int(ResultCode.PERCEPTION_FAILED), "MarkerNotFound"
             response.message = f"no tag of '{request.station}' in view"
@@ -208,9 +187,9 @@ def test_relocalisation_through_the_perception_service(launch, ros_probe, tmp_pa
 
     ros_probe.create_service(LocateStation, "/perception/locate_station", locate, callback_group=group)
     launch(_setup(tmp_path, localiser="perception_service"))
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
-    assert _wait_for(lambda: len(odoms) > 3, 15.0)
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: len(odoms) > 3, 15.0)
     nav = ActionClient(ros_probe, NavigateToStation, "/manipulator/navigate_to_station")
     assert nav.wait_for_server(timeout_sec=30.0)
 
@@ -252,9 +231,9 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
                                   QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
     ros_probe.create_subscription(JointState, "/manipulator/joint_states", joints.append, STATE_QOS)
     launch(path)
-    assert _wait_for(lambda: len(clock) > 10, 30.0), "no /clock from twin_node"
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: len(clock) > 10, 30.0), "no /clock from twin_node"
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
     nav = ActionClient(ros_probe, NavigateToStation, "/manipulator/navigate_to_station")
     assert nav.wait_for_server(timeout_sec=30.0)
     t0 = clock[-1]
@@ -265,4 +244,4 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
     # the robot never runs ahead of the lab's clock (it may lag it when the host is busy)
     assert res.duration_s <= (t1 - t0) + 0.5
     assert t1 - t0 < 3.0 * res.duration_s + 5.0
-    assert _wait_for(lambda: joints and abs(joints[-1].header.stamp.sec - clock[-1]) < 2.0, 10.0)
+    assert wait_for(lambda: joints and abs(joints[-1].header.stamp.sec - clock[-1]) < 2.0, 10.0)

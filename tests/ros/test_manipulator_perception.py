@@ -18,52 +18,15 @@ import json
 import math
 import pathlib
 import threading
-import time
 
 import pytest
 import yaml
+from ros_helpers import change_state, send_goal, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WRONG_TAG_ID = 7  # reagent_rack carries tag 10
-
-
-def _change_state(node, target: str, transition_id: int) -> bool:
-    from lifecycle_msgs.srv import ChangeState
-
-    client = node.create_client(ChangeState, f"/{target}/change_state")
-    assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
-    req = ChangeState.Request()
-    req.transition.id = transition_id
-    res = client.call(req, timeout_sec=120.0)
-    assert res is not None, "change_state timed out"
-    return res.success
-
-
-def _wait_for(predicate, timeout_s: float) -> bool:
-    event = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        event.wait(0.05)
-    return predicate()
-
-
-def _send(client, goal, feedback=None):
-    accepted = threading.Event()
-    fut = client.send_goal_async(goal, feedback_callback=(lambda m: feedback.append(m.feedback))
-                                 if feedback is not None else None)
-    fut.add_done_callback(lambda _f: accepted.set())
-    assert accepted.wait(30.0)
-    handle = fut.result()
-    assert handle.accepted
-    done = threading.Event()
-    res_fut = handle.get_result_async()
-    res_fut.add_done_callback(lambda _f: done.set())
-    assert done.wait(120.0), "no result"
-    return res_fut.result().result
 
 
 def _setup(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -126,9 +89,9 @@ def test_docking_relocalises_through_the_perception_node(launch, ros_probe, tmp_
     ros_probe.create_subscription(JointState, "/manipulator/joint_states", joints.append, STATE_QOS)
     ros_probe.create_subscription(FiducialDetections, "/perception/detections", on_detections, 10)
     ros_probe.create_subscription(CameraInfo, "/wrist_camera/camera_info", infos.append, 2)
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
-    assert _change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
-    assert _wait_for(lambda: len(odoms) > 3 and len(infos) > 1, 20.0), "no odometry or wrist camera"
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: len(odoms) > 3 and len(infos) > 1, 20.0), "no odometry or wrist camera"
     assert (infos[-1].width, infos[-1].height) == (640, 480)
     nav = ActionClient(ros_probe, NavigateToStation, "/manipulator/navigate_to_station")
     assert nav.wait_for_server(timeout_sec=30.0)
@@ -139,21 +102,21 @@ def test_docking_relocalises_through_the_perception_node(launch, ros_probe, tmp_
 
     # an unknown station: refused before anything moves, the perception node is not asked
     before = pose()
-    res = _send(nav, NavigateToStation.Goal(station="fume_cupboard_9"))
+    res = send_goal(nav, NavigateToStation.Goal(station="fume_cupboard_9"))
     assert (res.code, res.error_type) == (ResultCode.NOT_FOUND, "UnknownStation"), res.message
     n = len(odoms)
-    assert _wait_for(lambda: len(odoms) > n + 3, 10.0)
+    assert wait_for(lambda: len(odoms) > n + 3, 10.0)
     assert pose() == before and not detections
 
     # the station's tag is not the one perception looks for: a typed failure at the pre-dock
     # pose, base and arm halted, no blind final leg into the bench
-    res = _send(nav, NavigateToStation.Goal(station="reagent_rack"))
+    res = send_goal(nav, NavigateToStation.Goal(station="reagent_rack"))
     assert (res.code, res.error_type) == (ResultCode.PERCEPTION_FAILED, "MarkerNotFound"), res.message
     assert f"{WRONG_TAG_ID}" in res.message and "10" in res.message, res.message  # names the id sought and those seen
     n = len(odoms)
-    assert _wait_for(lambda: len(odoms) > n + 5, 10.0)
+    assert wait_for(lambda: len(odoms) > n + 5, 10.0)
     halted = pose()
-    assert _wait_for(lambda: len(odoms) > n + 10, 10.0)
+    assert wait_for(lambda: len(odoms) > n + 10, 10.0)
     assert pose() == halted
     twist = odoms[-1].twist.twist
     assert (twist.linear.x, twist.linear.y, twist.angular.z) == (0.0, 0.0, 0.0)
@@ -167,13 +130,13 @@ def test_docking_relocalises_through_the_perception_node(launch, ros_probe, tmp_
     with lock:
         detections.clear()
     feedback: list = []
-    res = _send(nav, NavigateToStation.Goal(station="hplc_autosampler"), feedback)
+    res = send_goal(nav, NavigateToStation.Goal(station="hplc_autosampler"), feedback)
     assert res.code == 0, (res.error_type, res.message)
     dock = layout.station("hplc_autosampler").dock_pose()
     assert math.hypot(res.base_pose.x - dock.x, res.base_pose.y - dock.y) < 0.03
     assert abs(math.remainder(res.base_pose.theta - dock.yaw, 2 * math.pi)) < 0.05
     # the pre-dock fix and the dock fix each published the wrist camera's detections of tag 12
-    assert _wait_for(lambda: sum(1 for m in list(detections) if m.camera == "wrist_camera" and any(
+    assert wait_for(lambda: sum(1 for m in list(detections) if m.camera == "wrist_camera" and any(
         d.marker_id == 12 and d.trusted for d in m.detections)) >= 2, 10.0), detections
-    assert _wait_for(lambda: {"pointing the wrist camera", "localising"} <= {f.phase for f in feedback}, 10.0), \
+    assert wait_for(lambda: {"pointing the wrist camera", "localising"} <= {f.phase for f in feedback}, 10.0), \
         [f.phase for f in feedback]
