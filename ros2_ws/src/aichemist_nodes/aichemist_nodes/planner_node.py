@@ -52,6 +52,9 @@ class PlannerNodeParams(Params):
     max_attempts: int = Field(default=2, ge=1, le=10, description="tries of a step failing with a retryable error")
     backoff_s: float = Field(default=2.0, ge=0, le=600, description="first retry delay (doubles each retry)")
     records_dir: str = Field(default="", description="write an ORD record per experiment here ('' = off)")
+    result_keep_s: int = Field(default=600, ge=10, le=86400,
+                               description="keep a finished task's result for a bridge node that takes the task "
+                                           "over (must exceed the bridge's lease)")
 
 
 class PlannerNode(Node):
@@ -78,7 +81,9 @@ class PlannerNode(Node):
         self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
-                                     cancel_callback=self._on_cancel, callback_group=group)
+                                     cancel_callback=self._on_cancel, callback_group=group,
+                                     # tasks are few and long: keep results for a bridge takeover
+                                     result_timeout=self.params.result_keep_s)
         self.get_logger().info(f"planner ready: /planner/execute_task (lab {lab.name}, analysis {lab.analysis})")
 
     def _on_cancel(self, goal_handle: Any) -> CancelResponse:
