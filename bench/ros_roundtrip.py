@@ -1,7 +1,8 @@
 """Round trip of a no-op goal through the planner's device-call path, against a baseline.
 
-The device-call path is the one the planner's device adapters use: an ActionClient and
-``aichemist_nodes.node_base.call_action`` (send goal -> accepted -> result), here to the no-op
+The device-call path is the one the planner's device adapters use: a
+``node_base.DeviceActionClient`` and ``node_base.call_action`` (send goal -> accepted -> result;
+``--client rclpy`` uses rclpy's ActionClient instead, for comparison), here to the no-op
 device node running as its own process (started from launch/bench.yaml by the embedded
 launcher). The baseline, in the same run and to the same process, is a std_srvs/Trigger call.
 
@@ -33,6 +34,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--client", choices=["device", "rclpy"], default="device",
+                        help="the planner's DeviceActionClient (default) or rclpy's ActionClient")
     opts = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -44,7 +47,7 @@ def main() -> int:
 
     from aichemist.launcher import Launcher
     from aichemist_interfaces.action import Ping
-    from aichemist_nodes.node_base import call_action
+    from aichemist_nodes.node_base import DeviceActionClient, call_action
 
     with Launcher(REPO / "launch" / "bench.yaml", out=None, run_dir=f"/tmp/aichemist-bench-{os.getpid()}"):
         rclpy.init()
@@ -55,7 +58,8 @@ def main() -> int:
         spinner.start()
         try:
             trigger = node.create_client(Trigger, "/noop_device/trigger")
-            action = ActionClient(node, Ping, "/noop_device/ping")
+            action = (DeviceActionClient(node, Ping, "/noop_device/ping") if opts.client == "device"
+                      else ActionClient(node, Ping, "/noop_device/ping"))
             if not trigger.wait_for_service(timeout_sec=30) or not action.wait_for_server(timeout_sec=30):
                 print("noop_device did not come up", file=sys.stderr)
                 return 1
@@ -90,6 +94,7 @@ def main() -> int:
     t50, t99 = percentile(samples["trigger"], 50), percentile(samples["trigger"], 99)
     print(f"action  mean {statistics.mean(samples['action']):.3f} ms  p50 {a50:.3f}  p99 {a99:.3f}", file=sys.stderr)
     print(f"trigger mean {statistics.mean(samples['trigger']):.3f} ms  p50 {t50:.3f}  p99 {t99:.3f}", file=sys.stderr)
+    print(f"client: {opts.client}", file=sys.stderr)
     print(f"RESULT action_p50_ms={a50:.3f} action_p99_ms={a99:.3f} trigger_p50_ms={t50:.3f} "
           f"ratio_p50={a50 / t50:.2f}")
     return 0

@@ -21,7 +21,7 @@ from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterUninitializedException)
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -42,7 +42,7 @@ ESTOP_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Rel
 #: Seconds an action server keeps a finished goal's result. rclpy republishes the status of
 #: every kept goal on each change, so a long timeout makes each call O(recent goals); our clients
 #: fetch the result as soon as the goal is accepted, so a short one loses nothing.
-ACTION_RESULT_TIMEOUT_S = 2
+ACTION_RESULT_TIMEOUT_S = 1
 
 #: QoS for state topics published at a rate (latest value matters, not every sample).
 STATE_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -181,7 +181,113 @@ def action_server(node: Node, action_type: Any, name: str, execute: Callable[[An
     return ActionServer(node, action_type, name, execute, **kwargs)
 
 
-def call_action(client: ActionClient, goal: Any, *, timeout_s: float, server_timeout_s: float = 10.0,
+class DeviceActionClient:
+    """A client of a ROS 2 action built on the action's own services and feedback topic.
+
+    rclpy's ActionClient also subscribes to the action's status topic and deserialises, in
+    Python, the status of every goal the server still keeps, twice per goal: at device-call rates
+    that is most of a call's cost. This client speaks the same protocol (the ``_action/send_goal``,
+    ``_action/get_result`` and ``_action/cancel_goal`` services and the ``_action/feedback`` topic,
+    with rclpy's default QoS for each), against any action server, without the status topic.
+    Use it through ``call_action``.
+    """
+
+    def __init__(self, node: Node, action_type: Any, action_name: str, *, callback_group: Any = None) -> None:
+        from action_msgs.srv import CancelGoal
+
+        group = callback_group or ReentrantCallbackGroup()
+        self._node = node
+        self._action_name = node.resolve_service_name(action_name) if hasattr(node, "resolve_service_name") \
+            else action_name
+        base = f"{action_name}/_action"
+        self._send = node.create_client(action_type.Impl.SendGoalService, f"{base}/send_goal", callback_group=group)
+        self._result = node.create_client(action_type.Impl.GetResultService, f"{base}/get_result",
+                                          callback_group=group)
+        self._cancel = node.create_client(CancelGoal, f"{base}/cancel_goal", callback_group=group)
+        self._feedback_cbs: dict[bytes, Callable[[Any], None]] = {}
+        self._feedback_sub = node.create_subscription(action_type.Impl.FeedbackMessage, f"{base}/feedback",
+                                                      self._on_feedback, QoSProfile(depth=10),
+                                                      callback_group=group)
+        self._action_type = action_type
+
+    def server_is_ready(self) -> bool:
+        return self._send.service_is_ready() and self._result.service_is_ready()
+
+    def wait_for_server(self, timeout_sec: float) -> bool:
+        deadline = threading.Event()
+        waited = 0.0
+        while not self.server_is_ready():
+            if waited >= timeout_sec:
+                return False
+            deadline.wait(0.02)
+            waited += 0.02
+        return True
+
+    def _on_feedback(self, msg: Any) -> None:
+        cb = self._feedback_cbs.get(bytes(msg.goal_id.uuid))
+        if cb is not None:
+            cb(msg.feedback)
+
+    def call(self, goal: Any, *, timeout_s: float, server_timeout_s: float,
+             feedback_cb: Optional[Callable[[Any], None]], cancel_event: Optional[threading.Event]) -> Any:
+        import uuid as uuid_mod
+
+        from action_msgs.msg import GoalInfo
+        from unique_identifier_msgs.msg import UUID
+
+        name = self._action_name
+        if not self.server_is_ready() and not self.wait_for_server(server_timeout_s):
+            raise CommunicationTimeout(f"action server '{name}' not available after {server_timeout_s:g} s")
+        goal_id = UUID(uuid=list(uuid_mod.uuid4().bytes))
+        key = bytes(goal_id.uuid)
+        if feedback_cb is not None:
+            self._feedback_cbs[key] = feedback_cb
+        try:
+            request = self._action_type.Impl.SendGoalService.Request(goal_id=goal_id, goal=goal)
+            response = _wait_future(self._send.call_async(request), server_timeout_s)
+            if response is None:
+                raise CommunicationTimeout(f"action server '{name}' did not answer the goal within "
+                                           f"{server_timeout_s:g} s")
+            if not response.accepted:
+                raise ConflictError(f"action server '{name}' rejected the goal")
+            result_future = self._result.call_async(self._action_type.Impl.GetResultService.Request(goal_id=goal_id))
+            done = threading.Event()
+            result_future.add_done_callback(lambda _f: done.set())
+            waited = 0.0
+            context = self._node.context
+            while not done.wait(0.05):
+                waited += 0.05
+                stop = None
+                if not context.ok():
+                    stop = Cancelled(f"'{name}': shutting down")
+                elif cancel_event is not None and cancel_event.is_set():
+                    stop = Cancelled(f"'{name}' cancelled")
+                elif waited >= timeout_s:
+                    stop = StepTimeout(f"'{name}' gave no result within {timeout_s:g} s (goal cancelled)")
+                if stop is not None:
+                    from action_msgs.srv import CancelGoal
+
+                    self._cancel.call_async(CancelGoal.Request(goal_info=GoalInfo(goal_id=goal_id)))
+                    if isinstance(stop, Cancelled):
+                        done.wait(server_timeout_s)
+                    raise stop
+            return raise_for_result(result_future.result().result)
+        finally:
+            self._feedback_cbs.pop(key, None)
+
+    def destroy(self) -> None:
+        for entity in (self._send, self._result, self._cancel):
+            self._node.destroy_client(entity)
+        self._node.destroy_subscription(self._feedback_sub)
+
+
+def _wait_future(future: Any, timeout_s: float) -> Any:
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    return future.result() if done.wait(timeout_s) else None
+
+
+def call_action(client: "ActionClient | DeviceActionClient", goal: Any, *, timeout_s: float, server_timeout_s: float = 10.0,
                 feedback_cb: Optional[Callable[[Any], None]] = None,
                 cancel_event: Optional[threading.Event] = None) -> Any:
     """Send ``goal`` and block until its result (from a thread other than the executor's).
@@ -190,6 +296,9 @@ def call_action(client: ActionClient, goal: Any, *, timeout_s: float, server_tim
     ConflictError when the goal is rejected; StepTimeout (after cancelling the goal) on timeout;
     Cancelled (after cancelling the goal) when ``cancel_event`` is set.
     """
+    if isinstance(client, DeviceActionClient):
+        return client.call(goal, timeout_s=timeout_s, server_timeout_s=server_timeout_s, feedback_cb=feedback_cb,
+                           cancel_event=cancel_event)
     name = getattr(client, "_action_name", "action")
     if not client.server_is_ready() and not client.wait_for_server(timeout_sec=server_timeout_s):
         raise CommunicationTimeout(f"action server '{name}' not available after {server_timeout_s:g} s")
@@ -353,7 +462,8 @@ def spin_node(node_factory: Callable[[], Node], args: Optional[list[str]] = None
     """
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=threads)
+    # one thread: no thread-pool hand-off per callback (only for nodes that never block in one)
+    executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
     code = 0
     try:
         node = node_factory()

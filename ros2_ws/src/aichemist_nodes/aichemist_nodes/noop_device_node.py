@@ -32,7 +32,7 @@ class NoopDeviceNode(Node):
 
 
 def main(args=None) -> int:  # noqa: ANN001
-    return spin_node(NoopDeviceNode, args)
+    return spin_node(NoopDeviceNode, args, threads=1)  # its callbacks never block
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import threading
 from typing import Any, Literal
 
 from pydantic import Field
-from rclpy.action import ActionClient, CancelResponse, GoalResponse
+from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
@@ -29,8 +29,8 @@ from aichemist.clock import WallClock
 from aichemist.errors import Cancelled
 from aichemist.params import Params
 from aichemist_interfaces.action import ExecuteTask, MeasureSample, RunFlowExperiment
-from aichemist_nodes.node_base import (action_server, call_action, declare_params, error_fields, load_params,
-                                       spin_node)
+from aichemist_nodes.node_base import (DeviceActionClient, action_server, call_action, declare_params,
+                                       error_fields, load_params, spin_node)
 from planner.executor import Executor, RetryPolicy, StepJournal
 from planner.journal import TaskJournal
 from planner.lab import load_lab
@@ -74,8 +74,8 @@ class PlannerNode(Node):
             self.get_logger().warn(f"failed {len(failed)} task(s) and {len(lost)} step(s) left running by a "
                                    f"previous planner: {failed} {lost}")
         group = ReentrantCallbackGroup()
-        self._flow = ActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
-        self._hplc = ActionClient(self, MeasureSample, self.params.hplc_action, callback_group=group)
+        self._flow = DeviceActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
+        self._hplc = DeviceActionClient(self, MeasureSample, self.params.hplc_action, callback_group=group)
         self._executors: dict[str, Executor] = {}
         self._run_lock = threading.Lock()
         self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
