@@ -84,6 +84,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     except AIChemistError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except Exception as exc:
+        from cloud_bridge.cli import explain_unreachable
+
+        if not explain_unreachable(exc):
+            raise
+        sys.exit(2)
 
 
 if __name__ == "__main__":

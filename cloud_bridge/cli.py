@@ -54,6 +54,20 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def explain_unreachable(exc: BaseException) -> bool:
+    """Print a clear error for a bridge that cannot be reached (instead of a traceback);
+    returns False for any other exception."""
+    import httpx
+
+    if not isinstance(exc, httpx.TransportError):
+        return False
+    url = str(exc.request.url) if getattr(exc, "_request", None) is not None else (
+        os.environ.get("AICHEMIST_BRIDGE_URL") or "http://127.0.0.1:8080")
+    typer.echo(f"error: cannot reach the bridge at {url} ({type(exc).__name__}: {exc}); is it running? "
+               "Set --url or AICHEMIST_BRIDGE_URL.", err=True)
+    return True
+
+
 def _client(url: Optional[str], api_key: Optional[str]) -> Any:
     from cloud_bridge.client import BridgeClient
 
@@ -266,4 +280,9 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        if not explain_unreachable(exc):
+            raise
+        sys.exit(2)

@@ -30,3 +30,18 @@ def test_progress_lines_follow_changes_only(capsys):
         "[ 10.0%] running (e0.run_flow, flow_reactor, heating)",
         "[ 10.0%] running (e0.run_flow, flow_reactor, equilibrating)",
         "finished: succeeded"]
+
+
+def test_unreachable_bridge_is_a_clear_error_not_a_traceback():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "aichemist.cli", "status", "--url", f"http://127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"cannot reach the bridge at http://127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
