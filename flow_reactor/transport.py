@@ -121,9 +121,10 @@ class SerialTransport:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return b""
-        # pyserial's own timeout drives the wait, so no polling loop here.
-        ser.timeout = min(remaining, 0.05)
         try:
+            # pyserial's own timeout drives the wait, so no polling loop here. Setting it
+            # reconfigures the port, which fails too (EIO) when the port has just vanished.
+            ser.timeout = min(remaining, 0.05)
             return ser.read(max(1, min(max_bytes, ser.in_waiting or 1)))
         except (serial.SerialException, *_TTY_ERRORS) as exc:
             raise ConnectionLost(f"serial port {self.port!r}: read failed: {exc}", port=self.port) from exc
