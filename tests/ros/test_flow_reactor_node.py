@@ -118,7 +118,7 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     assert sample.code == 0, sample.message
     assert len(sample.times_min) > 100 and max(sample.signal_mau) > 10.0
     assert "ortho" in list(sample.peak_names)
-    # The HPLC cannot find more product than the reactor made. (The exact agreement, within 0.05, is
+    # The HPLC cannot find more product than the reactor made. (The exact agreement, within 0.03, is
     # tested in lock-step in tests/unit/flow_reactor/test_hplc_measurement.py; across processes on
     # a loaded host the vial sometimes reaches the HPLC diluted: an open bug, see docs/flow_reactor.md.)
     assert 0.2 * result.yield_fraction < sample.yield_fraction <= result.yield_fraction + 0.05
