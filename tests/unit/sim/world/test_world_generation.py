@@ -96,7 +96,7 @@ def test_sdf_world_is_valid_for_the_real_sdformat_parser(tmp_path):
 
     ign = shutil.which("ign")
     if ign is None:
-        pytest.skip("ign (Debian ignition-tools + libsdformat12) is not installed: cannot run `ign sdf -k`")
+        pytest.skip("ign is not installed (Debian ignition-tools + libsdformat-dev + sdformat-sdf; scripts/setup.sh installs them): cannot run `ign sdf -k`")
     path = write_sdf(tmp_path / "lab.sdf")
     out = subprocess.run([ign, "sdf", "-k", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Valid" in out.stdout, out.stdout + out.stderr
@@ -110,7 +110,7 @@ def test_sdf_parser_rejects_a_broken_world(tmp_path):
 
     ign = shutil.which("ign")
     if ign is None:
-        pytest.skip("ign (Debian ignition-tools + libsdformat12) is not installed: cannot run `ign sdf -k`")
+        pytest.skip("ign is not installed (Debian ignition-tools + libsdformat-dev + sdformat-sdf; scripts/setup.sh installs them): cannot run `ign sdf -k`")
     text = build_sdf(asset_dir=tmp_path)
     start = text.index('<model name="pillar">')
     end = text.index("</model>", start) + len("</model>")
@@ -126,7 +126,7 @@ def test_robot_urdf_converts_with_sdformat(tmp_path):
 
     ign = shutil.which("ign")
     if ign is None:
-        pytest.skip("ign (Debian ignition-tools + libsdformat12) is not installed: cannot run `ign sdf -p`")
+        pytest.skip("ign is not installed (Debian ignition-tools + libsdformat-dev + sdformat-sdf; scripts/setup.sh installs them): cannot run `ign sdf -p`")
     out = subprocess.run([ign, "sdf", "-p", str(rs.description_dir() / "urdf" / "aichemist_robot.urdf")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "shoulder_pan_joint" in out.stdout
