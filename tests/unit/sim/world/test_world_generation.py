@@ -95,8 +95,8 @@ def test_sdf_world_is_valid_for_the_real_sdformat_parser(tmp_path):
     from sim.world.sdf import write_sdf
 
     ign = shutil.which("ign")
-    if ign is None:
-        pytest.skip("ign is not installed (Debian ignition-tools + libsdformat-dev + sdformat-sdf; scripts/setup.sh installs them): cannot run `ign sdf -k`")
+    assert ign is not None, ("ign is missing (Debian ignition-tools + libsdformat-dev + sdformat-sdf): "
+                            "run scripts/setup.sh, which installs them")
     path = write_sdf(tmp_path / "lab.sdf")
     out = subprocess.run([ign, "sdf", "-k", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Valid" in out.stdout, out.stdout + out.stderr
@@ -109,8 +109,8 @@ def test_sdf_parser_rejects_a_broken_world(tmp_path):
     from sim.world.sdf import build_sdf
 
     ign = shutil.which("ign")
-    if ign is None:
-        pytest.skip("ign is not installed (Debian ignition-tools + libsdformat-dev + sdformat-sdf; scripts/setup.sh installs them): cannot run `ign sdf -k`")
+    assert ign is not None, ("ign is missing (Debian ignition-tools + libsdformat-dev + sdformat-sdf): "
+                            "run scripts/setup.sh, which installs them")
     text = build_sdf(asset_dir=tmp_path)
     start = text.index('<model name="pillar">')
     end = text.index("</model>", start) + len("</model>")
@@ -125,8 +125,8 @@ def test_robot_urdf_converts_with_sdformat(tmp_path):
     from manipulation import robot_spec as rs
 
     ign = shutil.which("ign")
-    if ign is None:
-        pytest.skip("ign is not installed (Debian ignition-tools + libsdformat-dev + sdformat-sdf; scripts/setup.sh installs them): cannot run `ign sdf -p`")
+    assert ign is not None, ("ign is missing (Debian ignition-tools + libsdformat-dev + sdformat-sdf): "
+                            "run scripts/setup.sh, which installs them")
     out = subprocess.run([ign, "sdf", "-p", str(rs.description_dir() / "urdf" / "aichemist_robot.urdf")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "shoulder_pan_joint" in out.stdout
