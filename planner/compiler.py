@@ -11,7 +11,7 @@ station slots, dependency ids and cycles).
 
 One flow experiment becomes (``experiment_steps``, lab profile ``analysis: hplc_robot``):
   fetch_vial (robot: rack -> reactor outlet) -> run_flow (reactor) -> move_vial (robot: outlet ->
-  HPLC autosampler) -> measure (HPLC)
+  HPLC autosampler) -> measure (HPLC) -> store_vial (robot: autosampler -> rack)
 (``analysis: hplc``: run_flow -> measure; ``inline``: run_flow alone, the inline detector's yield)
 and successive experiments only wait for what they share (the reactor, the robot, the outlet's
 vial slots), so the scheduler can overlap them.
@@ -37,7 +37,7 @@ from planner.tasks import (FLOW_CONDITION_NAMES, OUTCOME_NAMES, AnyTask, Campaig
 @dataclass
 class Step:
     id: str
-    op: str  # fetch_vial | run_flow | move_vial | measure | wait | dispense
+    op: str  # fetch_vial | run_flow | move_vial | measure | store_vial | wait | dispense
     resources: list[str]
     duration_s: float
     depends_on: list[str] = field(default_factory=list)
@@ -82,7 +82,7 @@ def _timeout(lab: LabProfile, duration_s: float) -> float:
 
 def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | None,
                      worst_case_duration_s: float | None = None, prefix: str = "") -> list[Step]:
-    """The four steps of flow experiment ``index``; dependencies within the experiment only
+    """The steps of flow experiment ``index`` (five with the robot); dependencies within the experiment only
     (``link_experiments`` adds those between experiments)."""
     p = f"{prefix}e{index}."
     vial = f"{prefix}vial{index}"
@@ -99,6 +99,9 @@ def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | N
     measure = Step(p + "measure", "measure", [lab.hplc], d.measure_s, [run.id],
                    params={"vial_id": vial, "instrument": "hplc", "run_step": run.id,
                            "conc_dfnb_fed_m": cond["conc_dfnb_m"] if cond else None})
+    # the measured vial leaves the autosampler (a few slots) for the rack
+    store = Step(p + "store_vial", "store_vial", [lab.robot], d.move_vial_s, [measure.id],
+                 params={"vial_id": vial, "from_station": lab.hplc_station, "to_station": "vial_rack"})
     if lab.analysis == "inline":
         steps = [run]
     elif lab.analysis == "hplc":
@@ -106,7 +109,7 @@ def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | N
     else:
         run.depends_on.append(fetch.id)
         measure.depends_on = [move.id]
-        steps = [fetch, run, move, measure]
+        steps = [fetch, run, move, measure, store]
     for s in steps:
         s.experiment = index
         s.timeout_s = _timeout(lab, s.duration_s)

@@ -64,6 +64,8 @@ class StepContext:
     cancel: threading.Event
     emit: Callable[..., None]
     results: dict[str, dict] = field(default_factory=dict)  # results of finished steps (by id)
+    transfer: Any = None  # a vial transfer's slots (planner.arbiter.Transfer), chosen when it started
+    owner: str = ""       # the task the step belongs to (the arbiter's owner)
 
     def check(self) -> None:
         if self.cancel.is_set():
@@ -199,7 +201,10 @@ class RetryPolicy:
 class Executor:
     def __init__(self, adapters: dict[str, Adapter], journal: StepJournal, *, clock: Clock | None = None,
                  retry: RetryPolicy | None = None, recoveries: dict[str, Recovery] | None = None,
-                 capacities: dict[str, int] | None = None, poll_s: float = 0.05) -> None:
+                 capacities: dict[str, int] | None = None, poll_s: float = 0.05,
+                 arbiter: Any = None, owner: str = "", priority: int = 0) -> None:
+        from planner.arbiter import LabArbiter
+
         self.adapters = dict(adapters)
         self.journal = journal
         self.clock = clock or WallClock()
@@ -207,6 +212,10 @@ class Executor:
         self.recoveries = dict(recoveries or {})
         self.capacities = dict(capacities or {})
         self.poll_s = poll_s
+        # shared with the other tasks' executors in the planner node; a private one otherwise
+        self.arbiter = arbiter if arbiter is not None else LabArbiter(self.capacities)
+        self.owner = owner
+        self.priority = priority
         self._subscribers: list[Subscriber] = []
         self._cond = threading.Condition()
         self._paused = False
@@ -280,14 +289,20 @@ class Executor:
                 rec = self.journal.steps(run_id)[sid]
                 first_error = AIChemistError(f"step {sid} failed earlier: {rec['message']}")
         by_id = {s.id: s for s in steps}
-        in_use = {r: 0 for s in steps for r in s.resources}
         errors: dict[str, AIChemistError] = {}
         threads: list[threading.Thread] = []
+        owner = self.owner or run_id
 
-        def worker(step: Step, cancel: threading.Event) -> None:
+        def wake() -> None:
+            with self._cond:
+                self._cond.notify_all()
+
+        unlisten = self.arbiter.listen(wake)
+
+        def worker(step: Step, cancel: threading.Event, transfer: Any) -> None:
             outcome: tuple[str, Any]
             try:
-                outcome = ("succeeded", self._run_step(run_id, run_uid, step, cancel, results))
+                outcome = ("succeeded", self._run_step(run_id, run_uid, step, cancel, results, transfer, owner))
             except AIChemistError as exc:
                 outcome = ("cancelled" if isinstance(exc, Cancelled) else "failed", exc)
 
@@ -301,27 +316,27 @@ class Executor:
                     results[step.id] = value
                 else:
                     errors[step.id] = value
-                for r in step.resources:
-                    in_use[r] -= 1
                 self._running_cancel.pop(step.id, None)
-                self._cond.notify_all()
+            self.arbiter.finish(owner, step, transfer, succeeded=st == "succeeded")
+            wake()
 
-        def ready(s: Step) -> bool:
-            return (state[s.id] == "pending" and all(state.get(d) == "succeeded" for d in s.depends_on)
-                    and all(in_use[r] < self.capacities.get(r, 1) for r in s.resources))
+        def ready(s: Step) -> bool:  # dependencies met (resources are the arbiter's decision)
+            return state[s.id] == "pending" and all(state.get(d) == "succeeded" for d in s.depends_on)
 
         with self._cond:
             while True:
                 stop = self._cancelled or first_error is not None or bool(errors)
                 if not stop and not self._paused:
                     for s in sorted((by_id[i] for i in state if state[i] == "pending"), key=lambda s: order[s.id]):
-                        if ready(s):
-                            for r in s.resources:
-                                in_use[r] += 1
+                        if not ready(s):
+                            continue
+                        started, transfer = self.arbiter.try_start(owner, self.priority, s)
+                        if started:
                             state[s.id] = "running"
                             cancel = threading.Event()
                             self._running_cancel[s.id] = cancel
-                            t = threading.Thread(target=worker, args=(s, cancel), name=f"step-{s.id}", daemon=True)
+                            t = threading.Thread(target=worker, args=(s, cancel, transfer), name=f"step-{s.id}",
+                                                 daemon=True)
                             threads.append(t)
                             t.start()
                 running = [i for i, st in state.items() if st == "running"]
@@ -339,6 +354,8 @@ class Executor:
                 self._cond.wait(self.poll_s)
         for t in threads:
             t.join()
+        unlisten()
+        self.arbiter.forget(owner)
         for sid, st in state.items():
             if st == "pending":
                 st2 = "cancelled" if self._cancelled else "skipped"
@@ -367,7 +384,7 @@ class Executor:
         return results
 
     def _run_step(self, run_id: str, run_uid: str, step: Step, cancel: threading.Event,
-                  results: dict[str, dict]) -> dict:
+                  results: dict[str, dict], transfer: Any = None, owner: str = "") -> dict:
         attempt = 0
         while True:
             attempt += 1
@@ -379,10 +396,12 @@ class Executor:
                 self._emit({"type": "event", "run_uid": run_uid, "step_id": step.id, "state": "progress",
                             "time": time.time(), **detail})
 
-            ctx = StepContext(step, self.clock, deadline, attempt, cancel, emit, results)
+            ctx = StepContext(step, self.clock, deadline, attempt, cancel, emit, results, transfer, owner)
             self.journal.set_step(run_id, step.id, "running", attempts=attempt)
             self._emit({"type": "event", "run_uid": run_uid, "step_id": step.id, "op": step.op, "state": "running",
-                        "attempt": attempt, "time": time.time(), "experiment": step.experiment})
+                        "attempt": attempt, "time": time.time(), "clock_s": start, "experiment": step.experiment,
+                        "resources": list(step.resources),
+                        **({"transfer": transfer.to_dict()} if transfer is not None else {})})
             try:
                 if step.op == "wait":
                     ctx.sleep(float(step.params.get("duration_s", step.duration_s)))
@@ -404,10 +423,11 @@ class Executor:
                                       step=step.id)
                 retry = (exc.retryable and not isinstance(exc, Cancelled) and not cancel.is_set()
                          and attempt < self.retry.max_attempts)
-                self._emit({"type": "event", "run_uid": run_uid, "step_id": step.id, "state":
+                self._emit({"type": "event", "run_uid": run_uid, "step_id": step.id, "op": step.op, "state":
                             "retrying" if retry else ("cancelled" if isinstance(exc, Cancelled) else "failed"),
                             "attempt": attempt, "error_type": exc.error_type, "message": exc.message,
-                            "time": time.time()})
+                            "time": time.time(), "clock_s": self.clock.now(), "experiment": step.experiment,
+                            "resources": list(step.resources)})
                 if not retry:
                     self.journal.set_step(run_id, step.id, "cancelled" if isinstance(exc, Cancelled) else "failed",
                                           attempts=attempt, error=exc)
@@ -427,7 +447,8 @@ class Executor:
                 continue
             self.journal.set_step(run_id, step.id, "succeeded", attempts=attempt, result=result)
             self._emit({"type": "event", "run_uid": run_uid, "step_id": step.id, "op": step.op, "state": "succeeded",
-                        "attempt": attempt, "result": result, "time": time.time(), "experiment": step.experiment})
+                        "attempt": attempt, "result": result, "time": time.time(), "clock_s": self.clock.now(),
+                        "experiment": step.experiment, "resources": list(step.resources)})
             return result
 
     def _recovery_for(self, exc: AIChemistError) -> Optional[Recovery]:

@@ -76,6 +76,21 @@ class Station(Params):
     name: str
     resource: str = Field(description="the resource that owns the station (reactor, hplc, ...)")
     vial_slots: int = Field(default=1, ge=0)
+    layout_station: str = Field(default="", description="the robot's name for the station (its lab layout); "
+                                                         "'' = the same name")
+    #: slot -> the device's name for that position (the flow reactor's collection vial, the HPLC
+    #: autosampler's vial); the robot addresses slots ("A1": row letter, column number)
+    slots: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _slots_fit(self) -> "Station":
+        if self.slots and len(self.slots) != self.vial_slots:
+            raise ValueError(f"station {self.name}: {len(self.slots)} slots named for vial_slots={self.vial_slots}")
+        return self
+
+    @property
+    def robot_name(self) -> str:
+        return self.layout_station or self.name
 
 
 class LabProfile(Params):
@@ -97,6 +112,9 @@ class LabProfile(Params):
     hplc: str = "hplc"
     reactor_station: str = "reactor_outlet"
     hplc_station: str = "hplc_autosampler"
+    #: the vials in the lab when the planner first starts, "station/slot" -> vial id (afterwards the
+    #: planner's journal knows where they are)
+    vials: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> "LabProfile":
@@ -118,9 +136,18 @@ class LabProfile(Params):
             feed: Feed = getattr(self.reactor, feed_name)
             if feed.reagent not in reagents:
                 problems.append(f"reactor.{feed_name}.reagent={feed.reagent!r} is not in the inventory")
+        by_name = {s.name: s for s in self.stations}
+        for where, vial in self.vials.items():
+            station, _, slot = where.partition("/")
+            if station not in by_name or slot not in by_name[station].slots:
+                problems.append(f"vials: {where!r} ({vial}) is not a named slot of a station")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def vial_tracker_slots(self) -> dict[str, list[str]]:
+        """station -> its named slots (the stations the robot moves vials between)."""
+        return {s.name: list(s.slots) for s in self.stations if s.slots}
 
     def reagent(self, name: str) -> Reagent:
         for r in self.inventory:

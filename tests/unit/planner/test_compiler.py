@@ -53,9 +53,10 @@ def test_parse_all_three_kinds():
     assert "version" in str(exc.value)
 
 
-def test_flow_experiment_compiles_to_four_steps_and_dry_run_lists_every_check(lab):
+def test_flow_experiment_compiles_to_five_steps_and_dry_run_lists_every_check(lab):
     plan = compile_task({"kind": "flow_experiment", "conditions": GOOD}, lab)
-    assert [s.op for s in plan.steps] == ["fetch_vial", "run_flow", "move_vial", "measure"]
+    assert [s.op for s in plan.steps] == ["fetch_vial", "run_flow", "move_vial", "measure", "store_vial"]
+    assert plan.steps[4].depends_on == ["e0.measure"] and plan.steps[4].params["to_station"] == "vial_rack"
     assert plan.steps[1].resources == ["reactor"] and plan.steps[1].depends_on == ["e0.fetch_vial"]
     # heat-up 120 s + (3 + 1 + 2) residence times of 1 min
     assert plan.steps[1].duration_s == pytest.approx(120 + 6 * 60)
@@ -137,7 +138,7 @@ def test_campaign_compiles_budget_experiments_with_worst_case_inventory(lab):
             "fixed": {"equivalents": 2, "conc_dfnb_m": 0.3},
             "objectives": [{"name": "sty_kg_m3_h", "direction": "max"}]}
     plan = compile_task(task, lab)
-    assert len(plan.steps) == 20 and plan.steps[-1].id == "e4.measure"
+    assert len(plan.steps) == 25 and plan.steps[-1].id == "e4.store_vial"
     assert plan.step("e2.fetch_vial").depends_on == ["e0.move_vial"]  # two vial slots at the outlet
     small = lab.model_copy(update={"inventory": [r if r.name != "dfnb_stock" else r.model_copy(update={"volume_ml": 5})
                                                  for r in lab.inventory]})

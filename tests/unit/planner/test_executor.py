@@ -29,7 +29,7 @@ class TwinDevices:
         self.samples: dict[str, dict] = {}
 
     def adapters(self):
-        return {"fetch_vial": self.move, "move_vial": self.move, "run_flow": self.run_flow,
+        return {"fetch_vial": self.move, "move_vial": self.move, "store_vial": self.move, "run_flow": self.run_flow,
                 "measure": self.measure, "dispense": self.move}
 
     def move(self, step, ctx):
@@ -72,7 +72,7 @@ def test_flow_experiment_runs_through_adapters_and_streams_documents(lab, journa
     docs: list[dict] = []
     ex.subscribe(docs.append)
     result = run_task("t1", {"kind": "flow_experiment", "conditions": GOOD, "proposed_by": "model-7"}, lab, ex)
-    assert twin.calls == ["e0.fetch_vial", "e0.run_flow", "e0.move_vial", "e0.measure"]
+    assert twin.calls == ["e0.fetch_vial", "e0.run_flow", "e0.move_vial", "e0.measure", "e0.store_vial"]
     (exp,) = result["experiments"]
     expected = evaluate(1.0, 2.0, 0.3, 90.0, model="current")
     assert exp["yield_fraction"] == pytest.approx(expected["yield_fraction"])
@@ -81,7 +81,7 @@ def test_flow_experiment_runs_through_adapters_and_streams_documents(lab, journa
     assert docs[0]["metadata"]["task_id"] == "t1"
     states = [(d["step_id"], d["state"]) for d in docs if d["type"] == "event"]
     assert ("e0.run_flow", "running") in states and ("e0.measure", "succeeded") in states
-    assert clock.now() == pytest.approx(90 + 480 + 90 + 600)
+    assert clock.now() == pytest.approx(90 + 480 + 90 + 600 + 90)
     assert all(rec["state"] == "succeeded" for rec in journal.steps("t1").values())
     with pytest.raises(ConflictError):  # a finished run id is never run twice
         ex.run("t1", compile_task({"kind": "flow_experiment", "conditions": GOOD}, lab).steps)
