@@ -41,7 +41,8 @@ import numpy as np
 
 from aichemist.clock import Clock
 from aichemist.errors import (Cancelled, CommunicationTimeout, ConfigurationError, ConflictError,
-                              DeviceError, EmergencyStop, InterlockTripped, LimitError, StepTimeout)
+                              DeviceError, EmergencyStop, InterlockTripped, LimitError, StepTimeout,
+                              ValidationError)
 
 from . import interlocks as il
 from .analytics import BeerLambertCalibration, e_factor, space_time_yield_kg_m3_h
@@ -297,7 +298,10 @@ class FlowReactorController:
 
     # --- the experiment ----------------------------------------------------------------------
     def run_experiment(self, cond: FlowConditions, *, experiment_id: str = "", collect: bool = True,
+                       collect_vial: str = "",
                        feedback: Callable[[Feedback], None] | None = None) -> ExperimentResult:
+        """``collect_vial``: the collection vial to fill ('' = the next in turn), e.g. the one the
+        robot put at the outlet."""
         if not self._run_lock.acquire(blocking=False):
             raise ConflictError("flow reactor is busy with another experiment")
         try:
@@ -309,9 +313,14 @@ class FlowReactorController:
             self._last_feedback_s = -math.inf
             self._set_phase("validating")
             self.monitor.check_estop()
+            ids = self.params.operation.collect_vial_ids
+            if collect_vial and collect_vial not in ids:
+                raise ValidationError(f"collect_vial={collect_vial!r} is not a collection vial of this reactor ({ids})",
+                                      problems=[{"field": "collect_vial", "value": collect_vial, "limit": ids,
+                                                 "message": "unknown collection vial"}])
             plan = self.plan(cond)
             try:
-                return self._run(plan, experiment_id, collect)
+                return self._run(plan, experiment_id, collect, collect_vial)
             except BaseException as exc:
                 if isinstance(exc, InterlockTripped):
                     self.state.active_interlock = exc.interlock
@@ -327,7 +336,7 @@ class FlowReactorController:
             self._feedback = None
             self._run_lock.release()
 
-    def _run(self, plan: FlowPlan, experiment_id: str, collect: bool) -> ExperimentResult:
+    def _run(self, plan: FlowPlan, experiment_id: str, collect: bool, collect_vial: str = "") -> ExperimentResult:
         p, cond = self.params, plan.conditions
         op = p.operation
         timings: dict[str, float] = {}
@@ -394,7 +403,7 @@ class FlowReactorController:
         vial = None
         if collect:
             self._set_phase("collecting")
-            vial = self._collect(plan)
+            vial = self._collect(plan, collect_vial)
             timings["collecting"] = self._since_start()
         self._set_phase("flushing")
         self._flush(plan)
@@ -456,11 +465,11 @@ class FlowReactorController:
             raise CommunicationTimeout("detector: no spectrum during the measurement", device="detector")
         return self.calibration.concentrations(np.mean(spectra, axis=0))
 
-    def _collect(self, plan: FlowPlan) -> str:
+    def _collect(self, plan: FlowPlan, vial: str = "") -> str:
         op = self.params.operation
-        # positions are used in turn; the robot takes each collected vial to the HPLC, so a
-        # position is free again when its turn comes round
-        index = self._next_vial % len(op.collect_positions)
+        # without a named vial, positions are used in turn; the robot takes each collected vial to
+        # the HPLC, so a position is free again when its turn comes round
+        index = op.collect_vial_ids.index(vial) if vial else self._next_vial % len(op.collect_positions)
         position = op.collect_positions[index]
         vial_id = op.collect_vial_ids[index]
         # the fluid at the valve left the detector this long ago

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from aichemist.errors import EmergencyStop, InterlockTripped, ResultCode
+from aichemist.errors import EmergencyStop, InterlockTripped, ResultCode, ValidationError
 from flow_reactor import interlocks as il
 from flow_reactor.controller import FlowConditions
 from sim.kinetics import snar
@@ -238,3 +238,15 @@ def test_heating_timeout_and_cancel_leave_the_rig_safe(flow_rig):
     with pytest.raises(Cancelled):
         rig.controller.run_experiment(COND)
     _assert_safe(rig)
+
+
+def test_a_named_collection_vial_is_filled_and_an_unknown_one_refused_before_anything_moves(flow_rig):
+    rig = flow_rig(seed=3)
+    cond = FlowConditions(residence_time_min=0.5, temp_c=60.0, equivalents=2.0, conc_dfnb_m=0.2)
+    with pytest.raises(ValidationError) as err:
+        rig.controller.run_experiment(cond, collect_vial="vial_9")
+    assert err.value.problems[0]["field"] == "collect_vial" and err.value.problems[0]["value"] == "vial_9"
+    assert not any(rig.emulators[p].running for p in PUMPS) and rig.controller.state.phase == "idle"
+    result = rig.controller.run_experiment(cond, collect_vial="vial_2")
+    assert result.collected_vial == "vial_2"
+    assert rig.twin.vial_contents(3)["ortho"] > 0 and rig.twin.vial_contents(2)["ortho"] == 0

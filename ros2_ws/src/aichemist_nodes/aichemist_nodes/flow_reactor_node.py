@@ -124,7 +124,7 @@ class FlowReactorNode(HardwareNode):
                 goal_handle.publish_feedback(msg)
 
             out = self.controller.run_experiment(cond, experiment_id=goal.experiment_id, collect=goal.collect,
-                                                 feedback=feedback)
+                                                 collect_vial=goal.collect_vial, feedback=feedback)
             result.code, result.error_type, result.message = 0, "", "ok"
             result.yield_fraction = out.yield_fraction
             result.conc_product_m = out.conc_product_m
