@@ -130,6 +130,7 @@ class LabTwin:
 from pydantic import Field  # noqa: E402
 
 from aichemist.params import Params  # noqa: E402
+from sim.vial_hand_over import HandOverParams  # noqa: E402
 
 
 def default_twin_dir() -> str:
@@ -153,6 +154,9 @@ class TwinParams(Params):
             {"name": "flow_reactor", "plugin": "sim.reactor_twin:build_flow_reactor_twin", "params": {},
              "links": {"chromatograph": "hplc"}}],
         description="[{name, plugin: 'module:factory', params: {...}, links: {attribute: subsystem}}]")
+    robot_carries_vials: bool = Field(False, description="collected vials reach the HPLC only when the robot "
+                                                         "places them (/manipulator/vial_transfers)")
+    vial_hand_over: HandOverParams = Field(default_factory=HandOverParams)
 
 
 class RealTimeRunner:

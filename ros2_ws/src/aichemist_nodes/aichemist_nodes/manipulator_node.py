@@ -4,7 +4,8 @@ Actions (aichemist_interfaces):
   /manipulator/navigate_to_station  NavigateToStation  drive to a station and re-localise on it
   /manipulator/pick_place           PickPlace          move a vial from one rack slot to another
 Topics: /manipulator/joint_states (sensor_msgs/JointState, arm + fingers),
-        /manipulator/odom (nav_msgs/Odometry: the base pose the robot believes, frame "map").
+        /manipulator/odom (nav_msgs/Odometry: the base pose the robot believes, frame "map"),
+        /manipulator/vial_transfers (VialTransfer: each vial placed; the twin moves its contents).
 
 Lifecycle: configure loads the lab layout and builds the planner and the robot's drivers;
 activate enables motion. Goals are refused (result code, no motion) while an e-stop is active,
@@ -180,6 +181,10 @@ class ManipulatorNode(HardwareNode):
 
         self.joint_pub = self.create_publisher(JointState, "/manipulator/joint_states", STATE_QOS)
         self.odom_pub = self.create_publisher(Odometry, "/manipulator/odom", STATE_QOS)
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        self.transfer_pub = self.create_publisher(_msg("VialTransfer"), "/manipulator/vial_transfers",
+                                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         self._timer = None
         self.camera_streams = None
 
@@ -316,6 +321,11 @@ class ManipulatorNode(HardwareNode):
 
         def work(res: Any) -> None:
             res.vial_id = self.skills.transfer(g.source_station, g.source_slot, g.target_station, g.target_slot)
+            msg = _msg("VialTransfer")()
+            msg.stamp = self.get_clock().now().to_msg()
+            msg.vial_id, msg.source_station, msg.source_slot = res.vial_id, g.source_station, g.source_slot
+            msg.target_station, msg.target_slot = g.target_station, g.target_slot
+            self.transfer_pub.publish(msg)
 
         return self._run(goal_handle, _action("PickPlace"), work)
 
@@ -363,6 +373,12 @@ def _time_msg(t: float) -> Any:
     msg.sec = int(math.floor(t))
     msg.nanosec = int((t - math.floor(t)) * 1e9)
     return msg
+
+
+def _msg(name: str) -> Any:
+    import aichemist_interfaces.msg as msgs
+
+    return getattr(msgs, name)
 
 
 def _action(name: str) -> Any:

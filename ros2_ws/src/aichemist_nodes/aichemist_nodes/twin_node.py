@@ -7,7 +7,9 @@
 - advances simulated time at ``real_time_factor`` and publishes it on /clock, so nodes started
   with ``use_sim_time: true`` wait on the twin's time;
 - service /twin/inject_fault (TwinInjectFault): faults into an emulator or a subsystem (tests,
-  demos of the interlocks across processes).
+  demos of the interlocks across processes);
+- with ``robot_carries_vials``, collected vials reach the HPLC's autosampler only when the robot
+  places them there (subscribes /manipulator/vial_transfers; sim.vial_hand_over).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class TwinNode(Node):
         clock_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", clock_qos)
         self.create_service(TwinInjectFault, "/twin/inject_fault", self._on_inject_fault)
+        self.hand_over = None
+        if self.params.robot_carries_vials:
+            from aichemist_interfaces.msg import VialTransfer
+            from sim.vial_hand_over import VialHandOver
+
+            self.hand_over = VialHandOver(self.twin.subsystems, self.params.vial_hand_over, lock=self.twin._lock)
+            self.create_subscription(VialTransfer, "/manipulator/vial_transfers", self._on_vial_transfer,
+                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         self.runner = RealTimeRunner(self.twin, self.params.real_time_factor,
                                      1.0 / self.params.clock_rate_hz, on_tick=self._publish_clock).start()
         self.get_logger().info(f"twin running at {self.params.real_time_factor:g}x real time, "
@@ -62,6 +72,12 @@ class TwinNode(Node):
         except AIChemistError as exc:
             set_error(response, exc)
         return response
+
+    def _on_vial_transfer(self, msg) -> None:  # noqa: ANN001
+        self.hand_over.on_transfer(msg.vial_id, msg.source_station, msg.source_slot, msg.target_station,
+                                   msg.target_slot)
+        self.get_logger().info(f"robot moved {msg.vial_id}: {msg.source_station}/{msg.source_slot} -> "
+                               f"{msg.target_station}/{msg.target_slot}")
 
     def _publish_clock(self, sim_time_s: float) -> None:
         msg = ClockMsg()
