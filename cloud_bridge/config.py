@@ -81,6 +81,9 @@ class BridgeNodeParams(Params):
     max_concurrent: int = Field(default=1, ge=1, le=64)
     action_name: str = Field(default="/planner/execute_task")
     status_period_s: float = Field(default=2.0, ge=0.1, le=600, description="lab status report period")
+    device_nodes: list[str] = Field(default_factory=list,
+                                    description="lifecycle nodes whose state the lab status reports (device = the "
+                                                "node name without '_node')")
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, *, key: str = "bridge") -> BridgeSettings:
