@@ -16,8 +16,10 @@ driven here, the way flow-chemistry labs build online analysis:
   sampled at the detection wavelength to record the chromatogram.
 
 ``inject(vial)`` selects the vial, draws ``flush_volume_ul`` + the loop volume through the loop,
-switches to inject (t = 0 of the run); ``run()`` records absorbance (mAU) against time for the run
-time on the injected clock, then returns the valve to load; ``read_chromatogram()`` returns it.
+switches to inject (t = 0 of the run: the moment the inject command went out, not its later
+confirmation); ``run()`` records absorbance (mAU) against time for the run time on the injected
+clock, leaving out readings whose time is uncertain by more than ``max_sample_skew_s`` (the host
+stalled around the exchange), then returns the valve to load; ``read_chromatogram()`` returns it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class OnlineHPLC:
                  vial_positions: Mapping[str, int] | None = None, loop_volume_ul: float = 1.0,
                  flush_volume_ul: float = 20.0, load_rate_ul_min: float = 120.0,
                  mobile_phase_flow_ml_min: float = 1.0, detection_wavelength_nm: float = 254.0,
-                 run_time_min: float = 8.0, sample_interval_s: float = 0.5, clock: Clock | None = None) -> None:
+                 run_time_min: float = 8.0, sample_interval_s: float = 0.5,
+                 max_sample_skew_s: float | None = None, clock: Clock | None = None) -> None:
         self.name = name
         self.selector, self.injector, self.loop_pump = selector, injector, loop_pump
         self.pump, self.detector = pump, detector
@@ -72,6 +75,9 @@ class OnlineHPLC:
         self.detection_wavelength_nm = float(detection_wavelength_nm)
         self.run_time_min = float(run_time_min)
         self.sample_interval_s = float(sample_interval_s)
+        #: a reading that took longer than this (clock time) is left out of the chromatogram
+        self.max_sample_skew_s = float(2.0 * self.sample_interval_s if max_sample_skew_s is None
+                                       else max_sample_skew_s)
         self.clock = clock or WallClock()
         self._injected: tuple[str, float, float] | None = None  # (vial, volume_ul, t0)
         self._acquiring = False
@@ -144,7 +150,11 @@ class OnlineHPLC:
         self.clock.sleep(60.0 * draw_ul / self.load_rate_ul_min)
         self.loop_pump.stop()
         self.injector.inject()
-        self._injected = (vial, volume, self.clock.now())
+        # t = 0 of the run is when the inject command went out, not when its confirmation came back:
+        # on a busy host (or in a twin running 20-60x real time) the confirmation can lag by seconds,
+        # and a late t = 0 shifts every peak against its integration window
+        t0 = getattr(self.injector, "commanded_at_s", None)
+        self._injected = (vial, volume, self.clock.now() if t0 is None else t0)
         self._acquiring = True
 
     def run(self, run_time_min: float | None = None) -> None:
@@ -154,21 +164,33 @@ class OnlineHPLC:
             self.name, "run_time_min", run_time_min, 0.1, 120.0, "min")
         vial, volume, t0 = self._injected
         times, signal = [], []
+        skew_s = self.max_sample_skew_s
+        dropped = 0
         try:
             while True:
                 t = self.clock.now() - t0
-                times.append(t / 60.0)
-                signal.append(1000.0 * self.detector.read_absorbance(self.detection_wavelength_nm))
+                value = 1000.0 * self.detector.read_absorbance(self.detection_wavelength_nm)
+                # a reading whose time is uncertain (the host stalled around the exchange) would
+                # put the signal at the wrong time on the chromatogram: leave the point out
+                if self.clock.now() - t0 - t <= skew_s:
+                    times.append(t / 60.0)
+                    signal.append(value)
+                else:
+                    dropped += 1
                 if t >= 60.0 * run_min:
                     break
                 self.clock.sleep(min(self.sample_interval_s, 60.0 * run_min - t))
         finally:
             self._acquiring = False
+        if dropped:
+            log.info("%s: %d of %d readings left out (time uncertain by more than %.2f s)", self.name,
+                     dropped, dropped + len(times), skew_s)
         self.injector.load()
         self._last = Chromatogram(sample_id=vial, times_min=np.asarray(times), signal_mau=np.asarray(signal),
                                   detection_wavelength_nm=self.detection_wavelength_nm,
                                   metadata={"injection_volume_ul": volume, "run_time_min": run_min,
-                                            "flow_ml_min": self.mobile_phase_flow_ml_min})
+                                            "flow_ml_min": self.mobile_phase_flow_ml_min,
+                                            "readings_left_out": dropped})
 
     def read_chromatogram(self) -> Chromatogram:
         if self._last is None:

@@ -57,6 +57,9 @@ class ViciUniversalActuator(SerialDevice):
         self.move_timeout_s = move_timeout_s
         self.poll_s = poll_s
         self.clock = clock or WallClock()
+        #: ``clock`` time at which the last move command went out (the valve starts moving then;
+        #: the confirmation by ``CP`` can come much later on a busy host)
+        self.commanded_at_s: float | None = None
 
     @property
     def transport(self) -> Transport:
@@ -122,6 +125,7 @@ class ViciUniversalActuator(SerialDevice):
             raise LimitError("position", position, f"1..{self._num_positions}", device=self.name)
         check_range(self.name, "position", position, 1, self._num_positions)
         self._send(f"GO{position:02d}")
+        self.commanded_at_s = self.clock.now()
         deadline = self.clock.now() + self.move_timeout_s
         reported = None
         while True:
@@ -179,6 +183,7 @@ class ViciTwoPositionValve(ViciUniversalActuator):
             raise LimitError("position", position, "1..2", device=self.name)
         check_range(self.name, "position", position, 1, 2)
         self._send(f"GO{self.LETTERS[position]}")
+        self.commanded_at_s = self.clock.now()
         deadline = self.clock.now() + self.move_timeout_s
         while True:
             reported = self.position()

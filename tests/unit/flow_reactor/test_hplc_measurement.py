@@ -55,12 +55,35 @@ class _MinStepClock:
         self._clock.sleep(max(seconds, 1e-6))
 
 
-def _hplc(clock, emulator):
+class _StallAfterInject(LoopbackTransport):
+    """The injector's port on a host that stalls right after sending the inject command: the twin
+    runs on ``stall_s`` before the driver gets to read the confirmation (what a loaded host does to
+    a node while the twin runs at 20-60x real time)."""
+
+    def __init__(self, emulator, clock, stall_s):
+        super().__init__(emulator)
+        self._clock, self._stall_s, self._armed = clock, stall_s, False
+
+    def write(self, data):
+        super().write(data)
+        self._armed = self._armed or data.strip().endswith(b"GOB")
+
+    def read_until(self, terminator, timeout):
+        if self._armed:
+            self._armed = False
+            self._clock.sleep(self._stall_s)
+        return super().read_until(terminator, timeout)
+
+
+def _hplc(clock, emulator, *, stall_after_inject_s=0.0):
     clock = _MinStepClock(clock)
     params = load_params_file(str(HPLC_PARAMS), "hplc_node", {"twin_dir": "/nonexistent"}, HplcParams)
     components = params.components()
     for part in components:
         components[part]["transport"] = LoopbackTransport(emulator.emulators[f"hplc_{part}"])
+    if stall_after_inject_s:
+        components["injector"]["transport"] = _StallAfterInject(emulator.emulators["hplc_injector"], clock,
+                                                                stall_after_inject_s)
     device = OnlineHPLC.from_components("hplc", components=components, clock=clock,
                                         vial_positions=params.vial_positions,
                                         loop_volume_ul=params.loop_volume_ul,
@@ -92,3 +115,22 @@ def test_collected_vial_measured_by_hplc_in_the_twin(flow_rig):
     # an unknown vial is refused before anything moves
     with pytest.raises(LimitError, match="vial"):
         analytics.measure_sample(device, params, "vial_99")
+
+
+def test_hplc_time_axis_starts_at_the_inject_command_not_its_late_confirmation(flow_rig):
+    """A host stall between the inject command and its confirmation (10 s of simulated time: half a
+    second of wall time with the twin at 20x) must not shift the chromatogram: t = 0 is when the
+    command went out. (With t = 0 at the confirmation, the ortho peak sat 10 s early against its
+    window and the HPLC read the vial as diluted, about 0.7x: the bug seen across processes.)"""
+    rig = flow_rig(seed=3)
+    hplc_emulator = build_online_hplc("hplc", vial_positions={f"vial_{i}": i for i in range(1, 6)} | {"std": 8},
+                                      seed=7)
+    rig.lab.add("hplc", hplc_emulator)
+    rig.twin.chromatograph = hplc_emulator
+    rig.emulators["thermostat"].internal_temp_c = 70.0
+    result = rig.controller.run_experiment(FlowConditions(0.75, 70.0, 2.5, 0.25), experiment_id="h2")
+    device, params = _hplc(rig.clock, hplc_emulator, stall_after_inject_s=10.0)
+    out = analytics.measure_sample(device, params, "vial_1", conc_dfnb_fed_m=result.conc_dfnb_fed_m)
+    ortho = next(p for p in out["peaks"] if p.name == "ortho")
+    assert ortho.retention_min == pytest.approx(4.6, abs=0.03)
+    assert out["yield_fraction"] == pytest.approx(result.yield_fraction, abs=0.03)
