@@ -151,6 +151,10 @@ class FlowReactorController:
         self.state = ReactorState()
         self._setpoints = {name: 0.0 for name in PUMP_FIELDS}
         self._last_ok: dict[str, float] = {}
+        # device -> clock time at which its current run of failed reads began (the watchdog's
+        # measure of silence: time the controller spent not polling, e.g. a stalled host, is not
+        # the device's silence)
+        self._failing_since: dict[str, float] = {}
         self._next_read: dict[str, float] = {}
         self._used_ml: dict[str, float] = {}
         self._cancel = threading.Event()
@@ -366,6 +370,7 @@ class FlowReactorController:
         # equilibrating: reagents on, detect steady state on the detector signal
         self._set_phase("equilibrating")
         self._last_ok["detector"] = self.clock.now()  # its watchdog runs from here on
+        self._failing_since.pop("detector", None)
         self._set_flows(plan.flows_ml_min)
         t0 = self.clock.now()
         tau_s = cond.residence_time_min * 60.0
@@ -451,12 +456,9 @@ class FlowReactorController:
         spectra = []
 
         def take(_t: float) -> bool:
-            try:
-                s = self.detector.read_spectrum()
+            s = self._guarded("detector", self.detector.read_spectrum, level=logging.WARNING)
+            if s is not None:
                 spectra.append(np.interp(self.calibration.wavelengths_nm, s.wavelengths_nm, s.absorbance_au))
-                self._last_ok["detector"] = self.clock.now()
-            except (CommunicationTimeout, DeviceError) as exc:
-                log.warning("detector spectrum failed: %s", exc)
             return False
 
         interval = max(self.params.operation.poll_interval_s, duration_s / 10.0)
@@ -530,12 +532,9 @@ class FlowReactorController:
         """Mean absorbance over +- ``signal_band_nm`` around ``wavelength_nm``: averaging the
         band's pixels keeps shot noise well below the steady-state tolerance."""
         band_nm = self.params.steady_state.signal_band_nm
-        try:
-            spectrum = self.detector.read_spectrum()
-        except (CommunicationTimeout, DeviceError) as exc:
-            log.debug("detector read failed: %s", exc)
+        spectrum = self._guarded("detector", self.detector.read_spectrum)
+        if spectrum is None:
             return None
-        self._last_ok["detector"] = self.clock.now()
         wl = np.asarray(spectrum.wavelengths_nm)
         band = np.abs(wl - wavelength_nm) <= band_nm
         if not band.any():
@@ -549,14 +548,18 @@ class FlowReactorController:
                 "pyrrolidine": plan.flows_ml_min["pump_pyrrolidine"] * stocks.pyrrolidine_m / total}
 
     # --- sampling and waiting -----------------------------------------------------------------
-    def _guarded(self, name: str, fn: Callable[[], Any]) -> Any:
-        """One device read; a failed read is None (the watchdog judges persistent silence)."""
+    def _guarded(self, name: str, fn: Callable[[], Any], level: int = logging.DEBUG) -> Any:
+        """One device read; a failed read is None (the watchdog judges persistent silence: reads
+        failing since the start of the first failed one)."""
+        started = self.clock.now()
         try:
             value = fn()
         except (CommunicationTimeout, DeviceError) as exc:
-            log.debug("%s read failed: %s", name, exc)
+            log.log(level, "%s read failed: %s", name, exc)
+            self._failing_since.setdefault(name, started)
             return None
         self._last_ok[name] = self.clock.now()
+        self._failing_since.pop(name, None)
         return value
 
     #: seconds between readings of each quantity (0: every poll). The system pressure is read
@@ -604,7 +607,7 @@ class FlowReactorController:
             if pos is not None:
                 s.valve_position = int(pos)
                 self.state.valve_position = int(pos)
-        s.last_ok_s = {name: self._last_ok.get(name, t) for name in DEVICE_ROLES
+        s.last_ok_s = {name: since for name, since in self._failing_since.items()
                        if name != "detector" or self.state.phase in ("equilibrating", "measuring")}
         self.state.t_s = t
         return s

@@ -15,7 +15,8 @@ temperature and off) before the error leaves it. Interlocks:
   ``settle_s`` to build it: the flow goes somewhere other than through the BPR;
 - ``temperature``: thermostat temperature outside setpoint +- ``temp_band_c`` once it was reached;
 - ``valve``: the valve reports a position other than the one commanded;
-- ``communication``: no successful reading from a device for ``watchdog_s`` (watchdog);
+- ``communication``: a device's reads failing for ``watchdog_s`` (watchdog; counted from the start
+  of the first failed read, so a controller that did not poll, e.g. on a stalled host, trips nothing);
 - ``estop``: the e-stop (topic or call), raised as ``EmergencyStop``.
 
 Pure logic on samples: no clock, no devices, so each rule is unit-tested on numbers and again in
@@ -63,7 +64,10 @@ class ReactorSample:
     pumps_running: dict[str, bool] = field(default_factory=dict)      # device -> reported
     temp_c: float | None = None
     valve_position: int | None = None
-    last_ok_s: dict[str, float] = field(default_factory=dict)         # device -> last good read
+    # device -> since when it has been silent (start of its first failed read since the last good
+    # one); devices that answer are absent or at t_s. Time the controller did not poll (a stalled
+    # host) is not silence: the watchdog holds in a twin at 50x real time (10 s = 0.2 s of wall).
+    last_ok_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -250,3 +250,24 @@ def test_a_named_collection_vial_is_filled_and_an_unknown_one_refused_before_any
     result = rig.controller.run_experiment(cond, collect_vial="vial_2")
     assert result.collected_vial == "vial_2"
     assert rig.twin.vial_contents(3)["ortho"] > 0 and rig.twin.vial_contents(2)["ortho"] == 0
+
+
+def test_a_stalled_host_is_not_lost_communication(flow_rig):
+    """The controller itself stalls (a loaded host; at 50x real time the 10 s watchdog of the twin's
+    params is 0.2 s of wall time) for 3 watchdog periods while every device keeps answering: no
+    device was silent, so no communication interlock; the run completes."""
+    rig = flow_rig()
+    _warm(rig, COND.temp_c)
+    watchdog_s = rig.controller.params.interlocks.watchdog_s
+    sensor = rig.controller.pressure_sensor
+    read, stalled = sensor.read_pressure_bar, []
+
+    def read_after_a_stall():
+        if not stalled and rig.clock.now() >= 60.0:
+            stalled.append(rig.clock.now())
+            rig.clock.sleep(3 * watchdog_s)  # the twin runs on while the controller is descheduled
+        return read()
+
+    sensor.read_pressure_bar = read_after_a_stall
+    result = rig.controller.run_experiment(COND)
+    assert stalled and result.yield_fraction > 0.0
