@@ -174,3 +174,26 @@ def validate_schedule(steps: Iterable[Step], sched: Schedule, capacities: dict[s
         for r, n in use.items():
             if n > caps.get(r, 1):
                 raise PlanningError(f"resource {r} used {n} times at t={t}")
+
+
+def executed_metrics(entries: list[dict]) -> dict[str, float]:
+    """Makespan, resource lower bound and efficiency of what actually ran.
+
+    ``entries``: executed steps {"task", "step", "resources", "start_s", "end_s"} (a task's steps
+    ran in a chain). The bound is ``lower_bound_s`` over the same steps with their measured
+    durations: no schedule of this work could be shorter."""
+    if not entries:
+        return {"makespan_s": 0.0, "lower_bound_s": 0.0, "efficiency": 0.0}
+    steps: list[Step] = []
+    last: dict[str, str] = {}
+    for e in sorted(entries, key=lambda e: (e["start_s"], e["end_s"])):
+        sid = f"{e['task']}:{e['step']}"
+        prev = last.get(e["task"])
+        steps.append(Step(sid, e.get("op") or "", list(e.get("resources") or []),
+                          max(0.0, e["end_s"] - e["start_s"]), [prev] if prev else []))
+        last[e["task"]] = sid
+    makespan = max(e["end_s"] for e in entries) - min(e["start_s"] for e in entries)
+    bound = lower_bound_s(steps)
+    busy = {r: sum(s.duration_s for s in steps if r in s.resources) for r in {r for s in steps for r in s.resources}}
+    return {"makespan_s": makespan, "lower_bound_s": bound, "efficiency": bound / makespan if makespan > 0 else 0.0,
+            **{f"busy_{r}_s": v for r, v in sorted(busy.items())}}

@@ -99,6 +99,10 @@ class BridgeNode(Node):
                                      callback_group=self.cb)
         except ImportError:
             pass
+        from lifecycle_msgs.srv import GetState
+
+        self._get_state = {name: self.create_client(GetState, f"/{name}/get_state", callback_group=self.cb)
+                           for name in p.device_nodes}
         self.create_timer(p.poll_s, self._poll, callback_group=self.cb)
         self.create_timer(p.heartbeat_s, self._heartbeat, callback_group=self.cb)
         self.create_timer(p.status_period_s, self._report_status, callback_group=self.cb)
@@ -288,8 +292,31 @@ class BridgeNode(Node):
             "seen_at": time.time(),
         }
 
+    def _query_device_states(self, nodes: list[str]) -> None:
+        """Ask each device node for its lifecycle state (answers land in the next report)."""
+        from lifecycle_msgs.srv import GetState
+
+        for name, client in self._get_state.items():
+            device = name[:-5] if name.endswith("_node") else name
+            if f"/{name}" not in nodes:
+                self._devices[device] = {**self._devices.get(device, {}), "lifecycle_state": "absent",
+                                         "seen_at": time.time()}
+                continue
+            if not client.service_is_ready():
+                continue
+
+            def done(future: Any, device: str = device) -> None:
+                try:
+                    label = future.result().current_state.label
+                except Exception:  # the node went away between the check and the answer
+                    return
+                self._devices[device] = {**self._devices.get(device, {}), "lifecycle_state": label,
+                                         "seen_at": time.time()}
+            client.call_async(GetState.Request()).add_done_callback(done)
+
     def _report_status(self) -> None:
         nodes = sorted(f"{ns.rstrip('/')}/{name}" for name, ns in self.get_node_names_and_namespaces())
+        self._query_device_states(nodes)
         with self._lock:
             active = sorted(self.running)
         report = {"nodes": nodes, "devices": dict(self._devices), "safety": self._safety,

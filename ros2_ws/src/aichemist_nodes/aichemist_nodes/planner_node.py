@@ -4,8 +4,20 @@ Thin adapter over the planner core: the task journal (planner.journal) refuses a
 already run; planner.runner compiles the task (every check before anything moves), schedules it
 and runs it through planner.executor with device adapters that are ROS action clients:
 
-- run_flow -> /flow_reactor/run_flow_experiment (RunFlowExperiment)
-- measure  -> /hplc/measure_sample (MeasureSample), for a lab profile with ``analysis: hplc``
+- run_flow -> /flow_reactor/run_flow_experiment (RunFlowExperiment), collecting into the vial the
+  robot put at the reactor outlet
+- measure  -> /hplc/measure_sample (MeasureSample), for a lab profile with ``analysis: hplc`` or
+  ``hplc_robot`` (the autosampler position the robot put the vial in)
+- fetch_vial / move_vial / store_vial -> /manipulator/pick_place (PickPlace), ``analysis:
+  hplc_robot``: the slots are chosen when the step starts (planner.arbiter)
+
+Tasks run concurrently, each on its own executor, sharing one ``LabArbiter``: a step starts when
+its resources (robot, reactor, HPLC) and, for a vial transfer, its vial and a free target slot are
+available, older tasks first. So the reactor runs task k+1 while the robot carries task k's vial and
+the HPLC measures it. Where the vials are is kept in the journal (a restarted planner knows). The
+executor runs on the node's ROS clock (the twin's simulated time with use_sim_time): step timeouts
+and the schedule reported in each result (``schedule``: resource, start_s, end_s per step) are on
+the lab's timeline.
 
 With ``records_dir`` set, every finished experiment is also written as an Open Reaction Database
 record (planner.records.OrdRecorder on the executor's document stream). The executor's step journal lives in the same SQLite file, so a restarted planner fails the steps
@@ -16,8 +28,8 @@ forwarded as ExecuteTask feedback. result_json = {"kind", "experiments": [{"cond
 
 from __future__ import annotations
 
+import itertools
 import json
-import threading
 from typing import Any, Literal
 
 from pydantic import Field
@@ -25,12 +37,13 @@ from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
-from aichemist.clock import WallClock
-from aichemist.errors import Cancelled
+from aichemist.errors import Cancelled, ConfigurationError
 from aichemist.params import Params
-from aichemist_interfaces.action import ExecuteTask, MeasureSample, RunFlowExperiment
+from aichemist_interfaces.action import ExecuteTask, MeasureSample, NavigateToStation, PickPlace, RunFlowExperiment
 from aichemist_nodes.node_base import (DeviceActionClient, action_server, call_action, declare_params,
                                        error_fields, load_params, spin_node)
+from aichemist_nodes.ros_time import RosTimeClock
+from planner.arbiter import TRANSFER_OPS, LabArbiter, VialTracker
 from planner.executor import Executor, RetryPolicy, StepJournal
 from planner.journal import TaskJournal
 from planner.lab import load_lab
@@ -45,6 +58,9 @@ class PlannerNodeParams(Params):
         default="inline", description="override the lab profile's analysis mode ('' keeps the profile's)")
     flow_action: str = Field(default="/flow_reactor/run_flow_experiment")
     hplc_action: str = Field(default="/hplc/measure_sample")
+    pick_place_action: str = Field(default="/manipulator/pick_place")
+    navigate_action: str = Field(default="/manipulator/navigate_to_station")
+    transfer_timeout_s: float = Field(default=600.0, gt=0, le=7200, description="wall time for one vial transfer")
     server_timeout_s: float = Field(default=30.0, gt=0, le=600, description="wait for a device action server")
     experiment_timeout_s: float = Field(default=1800.0, gt=0, le=86400, description="wall time for one flow experiment")
     measure_timeout_s: float = Field(default=1800.0, gt=0, le=86400, description="wall time for one HPLC run")
@@ -76,8 +92,17 @@ class PlannerNode(Node):
         group = ReentrantCallbackGroup()
         self._flow = DeviceActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
         self._hplc = DeviceActionClient(self, MeasureSample, self.params.hplc_action, callback_group=group)
+        self._robot = DeviceActionClient(self, PickPlace, self.params.pick_place_action, callback_group=group)
+        self._navigate = DeviceActionClient(self, NavigateToStation, self.params.navigate_action, callback_group=group)
         self._executors: dict[str, Executor] = {}
-        self._run_lock = threading.Lock()
+        self._arrivals = itertools.count()
+        self.clock = RosTimeClock(self)
+        saved = self.steps_journal.get_all("lab").get("vials") or {}
+        # no task runs at start: vials stay where the journal last saw them, unbound
+        vials = VialTracker.from_state(lab.vial_tracker_slots(), {"positions": saved.get("positions") or {
+            v: where.split("/", 1) for where, v in lab.vials.items()}})
+        self.arbiter = LabArbiter({r.name: r.capacity for r in lab.resources}, vials,
+                                  on_change=lambda state: self.steps_journal.put("lab", "vials", state))
         self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
@@ -93,13 +118,24 @@ class PlannerNode(Node):
         return CancelResponse.ACCEPT
 
     # ---- device adapters (ROS action clients) ------------------------------------------------
+    def _device_name(self, task_id: str, vial: str, station: str) -> str:
+        """The device's name for the position the robot put the task's ``vial`` in at ``station``."""
+        where = self.arbiter.slot_of(task_id, vial)
+        if where is None or where[0] != station:
+            raise ConfigurationError(f"vial {vial} of task {task_id} is not at {station} "
+                                     f"(it is at {'/'.join(where) if where else 'no known place'})")
+        return self.lab.station(station).slots[where[1]]
+
     def _run_flow(self, task_id: str) -> Any:
         def adapter(step: Any, ctx: Any) -> dict[str, Any]:
             c = step.params["conditions"]
+            robot = self.lab.analysis == "hplc_robot" and step.params.get("collect_vial")
             goal = RunFlowExperiment.Goal(experiment_id=f"{task_id}/{step.params['experiment_id']}",
                                           residence_time_min=c["residence_time_min"], temp_c=c["temp_c"],
                                           equivalents=c["equivalents"], conc_dfnb_m=c["conc_dfnb_m"],
                                           collect=self.params.collect)
+            if robot:  # collect into the vial the robot put at the outlet
+                goal.collect_vial = self._device_name(task_id, step.params["collect_vial"], self.lab.reactor_station)
 
             def on_feedback(fb: Any) -> None:
                 ctx.emit(device="flow_reactor", phase=fb.phase, elapsed_s=fb.elapsed_s,
@@ -118,7 +154,10 @@ class PlannerNode(Node):
     def _measure(self, task_id: str) -> Any:
         def adapter(step: Any, ctx: Any) -> dict[str, Any]:
             run = ctx.results.get(step.params.get("run_step", ""), {})
-            vial = run.get("collected_vial") or step.params["vial_id"]
+            if self.lab.analysis == "hplc_robot":  # the autosampler position the robot put the vial in
+                vial = self._device_name(task_id, step.params["vial_id"], self.lab.hplc_station)
+            else:
+                vial = run.get("collected_vial") or step.params["vial_id"]
             goal = MeasureSample.Goal(sample_id=f"{task_id}/{step.id}", vial=vial,
                                       conc_dfnb_fed_m=float(step.params.get("conc_dfnb_fed_m") or 0.0))
             res = call_action(self._hplc, goal, timeout_s=max(self.params.measure_timeout_s, step.timeout_s),
@@ -127,6 +166,36 @@ class PlannerNode(Node):
                     "peaks": {n: {"retention_min": t, "area": a, "conc_m": c} for n, t, a, c in
                               zip(res.peak_names, res.peak_retention_min, res.peak_areas, res.peak_conc_m)}}
         return adapter
+
+    def _transfer(self, task_id: str) -> Any:
+        def adapter(step: Any, ctx: Any) -> dict[str, Any]:
+            t = ctx.transfer
+            if t is None:
+                raise ConfigurationError(f"step {step.id} ({step.op}): no slots were chosen for the transfer")
+            source, target = self.lab.station(t.from_station), self.lab.station(t.to_station)
+            goal = PickPlace.Goal(source_station=source.robot_name, source_slot=t.from_slot,
+                                  target_station=target.robot_name, target_slot=t.to_slot)
+
+            def on_feedback(fb: Any) -> None:
+                ctx.emit(device="robot", phase=fb.phase, progress=fb.progress)
+
+            res = call_action(self._robot, goal, timeout_s=self.params.transfer_timeout_s,
+                              server_timeout_s=self.params.server_timeout_s, feedback_cb=on_feedback,
+                              cancel_event=ctx.cancel)
+            if res.vial_id and res.vial_id != t.vial:
+                self.get_logger().warn(f"{step.id}: the robot carried {res.vial_id}, the planner expected {t.vial}")
+            return {"vial": t.vial, "from": f"{t.from_station}/{t.from_slot}", "to": f"{t.to_station}/{t.to_slot}",
+                    "robot_duration_s": res.duration_s}
+        return adapter
+
+    def _relocalise(self, step: Any, ctx: Any, exc: Exception) -> None:
+        """Recovery before retrying a transfer that failed to localise: dock at the source again."""
+        t = ctx.transfer
+        if t is None:
+            return
+        goal = NavigateToStation.Goal(station=self.lab.station(t.from_station).robot_name)
+        call_action(self._navigate, goal, timeout_s=self.params.transfer_timeout_s,
+                    server_timeout_s=self.params.server_timeout_s, cancel_event=ctx.cancel)
 
     # ---- the action ---------------------------------------------------------------------------
     def _execute(self, goal_handle: Any) -> ExecuteTask.Result:
@@ -144,10 +213,26 @@ class PlannerNode(Node):
             result.code, result.error_type, result.message = error_fields(exc)
             goal_handle.abort()
             return result
-        executor = Executor({"run_flow": self._run_flow(request.task_id), "measure": self._measure(request.task_id)},
-                            self.steps_journal, clock=WallClock(),
-                            retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s))
+        transfer = self._transfer(request.task_id)
+        executor = Executor({"run_flow": self._run_flow(request.task_id), "measure": self._measure(request.task_id),
+                             **{op: transfer for op in TRANSFER_OPS}},
+                            self.steps_journal, clock=self.clock,
+                            retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s),
+                            recoveries={"PerceptionError": self._relocalise, "LocalisationFailed": self._relocalise},
+                            arbiter=self.arbiter, owner=request.task_id, priority=next(self._arrivals))
         state = {"progress": 0.0}
+        schedule: list[dict[str, Any]] = []
+        started: dict[str, float] = {}
+
+        def on_schedule(doc: dict) -> None:
+            if doc["type"] != "event" or "clock_s" not in doc:
+                return
+            if doc["state"] == "running":
+                started.setdefault(doc["step_id"], doc["clock_s"])
+            elif doc["state"] in ("succeeded", "failed", "cancelled") and doc["step_id"] in started:
+                schedule.append({"step": doc["step_id"], "op": doc.get("op"), "resources": doc.get("resources", []),
+                                 "experiment": doc.get("experiment"), "state": doc["state"],
+                                 "start_s": started.pop(doc["step_id"]), "end_s": doc["clock_s"]})
 
         def on_document(doc: dict) -> None:
             if doc["type"] == "event" and doc.get("state") in ("running", "succeeded", "failed", "retrying",
@@ -160,22 +245,15 @@ class PlannerNode(Node):
             feedback(phase, fraction, detail)
 
         executor.subscribe(on_document)
+        executor.subscribe(on_schedule)
         if self._ord is not None:
             executor.subscribe(self._ord)
         self._executors[request.task_id] = executor
         try:
-            # one task at a time: the lab's devices are shared, and each plan was scheduled alone
-            if not self._run_lock.acquire(blocking=False):
-                feedback("queued", 0.0, {})
-                while not self._run_lock.acquire(timeout=0.5):
-                    if executor._cancelled or goal_handle.is_cancel_requested:
-                        raise Cancelled(f"task {request.task_id} cancelled while queued")
-            try:
-                feedback("compiling", 0.0, {})
-                outcome = run_task(request.task_id, request.task_json, self.lab, executor, progress=on_progress)
-            finally:
-                self._run_lock.release()
+            feedback("compiling", 0.0, {})
+            outcome = run_task(request.task_id, request.task_json, self.lab, executor, progress=on_progress)
             outcome.pop("steps", None)
+            outcome["schedule"] = schedule
             result.result_json = json.dumps(outcome, default=str)
             self.journal.finish(request.task_id, code=0, result=outcome)
             goal_handle.succeed()
