@@ -194,9 +194,11 @@ def main() -> None:
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare is not None:
-        import uvicorn
+        sys.path.insert(0, str(ROOT))
+        from cloud_bridge.cli import run_server
 
-        uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, log_level="warning", access_log=False)
+        # the bridge's own server settings (uvicorn options, GIL switch interval, frozen heap)
+        run_server(bare_app(), host="127.0.0.1", port=args.serve_bare, log_level="warning", access_log=False)
         return
 
     sys.path.insert(0, str(ROOT))

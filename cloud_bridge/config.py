@@ -65,7 +65,13 @@ class BridgeSettings(Params):
     page_size_max: int = Field(default=200, ge=1, le=10000)
 
     def limits_for(self, lab: str) -> LabLimits:
-        return self.lab_limits.get(lab, LabLimits())
+        limits = self.lab_limits.get(lab)
+        # one shared default (validation only reads it): building LabLimits() deep-copies its
+        # defaults, which was 5 % of a submission's CPU
+        return limits if limits is not None else _DEFAULT_LIMITS
+
+
+_DEFAULT_LIMITS = LabLimits()
 
 
 class BridgeNodeParams(Params):

@@ -19,9 +19,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -155,14 +155,29 @@ def _forget_key(db: Database, key_id: str) -> None:
             del _auth_cache[k]
 
 
-def authenticate(db: Database, presented: str | None, *, cache_s: float = 0.0) -> Principal:
-    """Resolve a bearer key to a principal; AuthenticationError (401) otherwise."""
+def _presented_key(presented: str | None) -> str:
     if not presented:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     key_id = split_key(presented)
     if key_id is None:
         raise AuthenticationError("malformed API key")
-    digest = hash_secret(presented)
+    return key_id
+
+
+def cached_principal(db: Database, presented: str | None) -> Principal | None:
+    """The principal of a key authenticated within the cache time, without touching the database;
+    None when it must be looked up (``authenticate``). A missing or malformed key is a 401 here."""
+    _presented_key(presented)
+    hit = _auth_cache.get((db.url, hash_secret(presented)))  # type: ignore[arg-type]
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    return None
+
+
+def authenticate(db: Database, presented: str | None, *, cache_s: float = 0.0) -> Principal:
+    """Resolve a bearer key to a principal; AuthenticationError (401) otherwise."""
+    key_id = _presented_key(presented)
+    digest = hash_secret(presented)  # type: ignore[arg-type]
     if cache_s > 0:
         now = time.monotonic()
         with _auth_cache_lock:
@@ -236,6 +251,8 @@ def _event(s: Session, task: Task | str, lab: str, type_: str, data: dict[str, A
 _INSERT_TASK = Task.__table__.insert()
 _INSERT_EVENT = TaskEvent.__table__.insert()
 _INSERT_AUDIT = AuditEntry.__table__.insert()
+_SELECT_BY_KEYS = select(Task.__table__).where(Task.lab == bindparam("lab"),
+                                               Task.idempotency_key.in_(bindparam("keys", expanding=True)))
 
 
 def request_hash(document: Any, campaign: str) -> str:
@@ -244,52 +261,116 @@ def request_hash(document: Any, campaign: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def submit_task(db: Database, who: Principal, document: Any, *, idempotency_key: str, campaign: str = "",
-                settings: BridgeSettings, clock: Clock | None = None, client: str = "") -> tuple[dict[str, Any], bool]:
-    """Validate and store a task. Returns (task view, created). Bad input stores nothing."""
+@dataclass(frozen=True)
+class Submission:
+    """A validated task, ready to store: its ``tasks`` row, ``submitted`` event and audit entry, and
+    the answer (the row as ``task_view`` shows it once stored)."""
+
+    row: dict[str, Any]
+    event: dict[str, Any]
+    audit: dict[str, Any]
+    view: dict[str, Any]
+
+
+def prepare_submission(who: Principal, document: Any, *, idempotency_key: str, campaign: str = "",
+                       settings: BridgeSettings, clock: Clock | None = None, client: str = "") -> Submission:
+    """Check the scope, validate the task and build what ``store_submissions`` writes. No database
+    access: bad input raises here (403, 422) and stores nothing."""
     clock = clock or EpochClock()
     who.require("submit")
     task = validate_task(document, settings.limits_for(who.lab))
-    digest = request_hash(document, campaign)
-
-    def existing() -> tuple[dict[str, Any], bool] | None:
-        with db.read() as s:
-            row = s.scalars(select(Task).where(Task.lab == who.lab, Task.idempotency_key == idempotency_key)).first()
-            if row is None:
-                return None
-            if row.request_hash != digest:
-                raise ConflictError(f"Idempotency-Key {idempotency_key!r} was used for a different request "
-                                    f"(task {row.id})", task_id=row.id)
-            return task_view(row), False
-
     now = clock.now()
     needs_approval = who.kind in settings.approval.require_approval_for_kinds
-    row = dict(id=str(uuid.uuid4()), lab=who.lab, kind=task.kind, campaign=campaign,
-               task_json=task.model_dump_json(), idempotency_key=idempotency_key, request_hash=digest,
-               submitted_by=who.key_id, status=AWAITING_APPROVAL if needs_approval else QUEUED,
-               requires_approval=needs_approval, cancel_requested=False, created_at=now, updated_at=now,
-               attempts=0, phase="", progress=0.0, error_type="", message="", result_json="")
-    # Insert first and let the unique constraint catch a reused key: one transaction on the hot path.
-    # Core inserts, not the ORM unit of work: this is the path the load benchmark measures.
+    status = AWAITING_APPROVAL if needs_approval else QUEUED
+    task_json = task.model_dump_json()
+    row = dict(id=str(uuid.uuid4()), lab=who.lab, kind=task.kind, campaign=campaign, task_json=task_json,
+               idempotency_key=idempotency_key, request_hash=request_hash(document, campaign),
+               submitted_by=who.key_id, status=status, requires_approval=needs_approval, cancel_requested=False,
+               created_at=now, updated_at=now, attempts=0, phase="", progress=0.0, error_type="", message="",
+               result_json="")
+    view = {k: row[k] for k in _VIEW_FROM_ROW}
+    view.update(task=json.loads(task_json), approved_by=None, approved_at=None, started_at=None, finished_at=None,
+                result_code=None, has_result=False)
+    return Submission(
+        row=row, view=view,
+        event=dict(task_id=row["id"], lab=who.lab, type="submitted", created_at=now,
+                   data_json=json.dumps({"status": status, "by": who.key_id})),
+        audit=dict(at=now, key_id=who.key_id, lab=who.lab, action="task.submit", target=row["id"], outcome="ok",
+                   detail=f"status={status}", client=client[:64]))
+
+
+_VIEW_FROM_ROW = ("id", "lab", "kind", "campaign", "status", "submitted_by", "requires_approval", "cancel_requested",
+                  "created_at", "updated_at", "attempts", "phase", "progress", "error_type", "message")
+Outcome = tuple[dict[str, Any], bool] | ConflictError
+
+
+def store_submissions(db: Database, subs: Sequence[Submission]) -> list[Outcome]:
+    """Store prepared submissions in ONE transaction (group commit) and return, for each in order,
+    (task view, created) or the ConflictError of an Idempotency-Key reused with another body.
+
+    A key already stored (or used earlier in the same batch) with the same request is a replay: the
+    stored task, created=False. Nothing is answered before the commit. A database error fails the
+    whole batch (nothing of it is stored). If another process inserts one of the keys between our
+    look-up and our insert (the unique constraint fires), each submission is stored again on its
+    own, where the look-up then finds that row."""
     try:
-        with db.write_core() as conn:
-            conn.execute(_INSERT_TASK, row)
-            conn.execute(_INSERT_EVENT, dict(task_id=row["id"], lab=who.lab, type="submitted", created_at=now,
-                                             data_json=json.dumps({"status": row["status"], "by": who.key_id})))
-            conn.execute(_INSERT_AUDIT, dict(at=now, key_id=who.key_id, lab=who.lab, action="task.submit",
-                                             target=row["id"], outcome="ok", detail=f"status={row['status']}",
-                                             client=client[:64]))
+        return _store_batch(db, subs)
     except IntegrityError:
-        found = existing()  # the key was used before (or by a concurrent request that won the race)
-        if found:
-            return found
-        raise
-    view = {k: row[k] for k in ("id", "lab", "kind", "campaign", "status", "submitted_by", "requires_approval",
-                                "cancel_requested", "created_at", "updated_at", "attempts", "phase", "progress",
-                                "error_type", "message")}
-    view.update(task=task.model_dump(mode="json"), approved_by=None, approved_at=None, started_at=None,
-                finished_at=None, result_code=None, has_result=False)
-    return view, True
+        if len(subs) == 1:
+            return _store_batch(db, subs)
+        return [outcome for sub in subs for outcome in _store_batch(db, [sub])]
+
+
+def _store_batch(db: Database, subs: Sequence[Submission]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    first: dict[tuple[str, str], Submission] = {}
+    new: list[Submission] = []
+    with db.write_core() as conn:
+        keys_by_lab: dict[str, set[str]] = {}
+        for sub in subs:
+            keys_by_lab.setdefault(sub.row["lab"], set()).add(sub.row["idempotency_key"])
+        stored: dict[tuple[str, str], Any] = {}
+        for lab, keys in keys_by_lab.items():
+            for r in conn.execute(_SELECT_BY_KEYS, {"lab": lab, "keys": list(keys)}):
+                stored[(lab, r.idempotency_key)] = r
+        for sub in subs:
+            key = (sub.row["lab"], sub.row["idempotency_key"])
+            if key in stored:
+                earlier = stored[key]
+                outcomes.append(_replay(sub, earlier.id, earlier.request_hash, lambda: task_view(earlier)))
+            elif key in first:
+                earlier_sub = first[key]
+                outcomes.append(_replay(sub, earlier_sub.row["id"], earlier_sub.row["request_hash"],
+                                        lambda: dict(earlier_sub.view)))
+            else:
+                first[key] = sub
+                new.append(sub)
+                outcomes.append((sub.view, True))
+        if new:
+            # executemany: one statement per table for the whole batch
+            conn.execute(_INSERT_TASK, [s.row for s in new])
+            conn.execute(_INSERT_EVENT, [s.event for s in new])
+            conn.execute(_INSERT_AUDIT, [s.audit for s in new])
+    return outcomes
+
+
+def _replay(sub: Submission, task_id: str, stored_hash: str, view: Callable[[], dict[str, Any]]) -> Outcome:
+    """A submission whose key is taken: the earlier task if the request is the same, else 409."""
+    if stored_hash != sub.row["request_hash"]:
+        return ConflictError(f"Idempotency-Key {sub.row['idempotency_key']!r} was used for a different request "
+                             f"(task {task_id})", task_id=task_id)
+    return view(), False
+
+
+def submit_task(db: Database, who: Principal, document: Any, *, idempotency_key: str, campaign: str = "",
+                settings: BridgeSettings, clock: Clock | None = None, client: str = "") -> tuple[dict[str, Any], bool]:
+    """Validate and store a task. Returns (task view, created). Bad input stores nothing."""
+    sub = prepare_submission(who, document, idempotency_key=idempotency_key, campaign=campaign, settings=settings,
+                             clock=clock, client=client)
+    outcome = store_submissions(db, [sub])[0]
+    if isinstance(outcome, ConflictError):
+        raise outcome
+    return outcome
 
 
 def _own_task(s: Session, who: Principal, task_id: str) -> Task:

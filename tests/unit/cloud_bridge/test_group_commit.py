@@ -1,0 +1,170 @@
+"""Group commit of submissions: several submissions in one transaction keep every per-request
+guarantee (Idempotency-Key replay and conflict, audit entry, submitted event, durable before the
+answer), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from aichemist.errors import ConflictError
+from cloud_bridge import store
+from cloud_bridge.config import BridgeSettings
+from cloud_bridge.group_commit import GroupCommitter
+from cloud_bridge.models import AuditEntry, Task, TaskEvent
+from cloud_bridge.testing import TASK, auth, task
+
+
+def _count(db, model, **where) -> int:
+    with db.read() as s:
+        q = select(func.count()).select_from(model)
+        for name, value in where.items():
+            q = q.where(getattr(model, name) == value)
+        return s.scalar(q)
+
+
+def _prepare(who, document, key, settings=None):
+    return store.prepare_submission(who, document, idempotency_key=key, settings=settings or BridgeSettings())
+
+
+def test_one_batch_stores_each_with_its_event_and_audit_and_resolves_keys(db, keys):
+    who = store.authenticate(db, keys.scheduler)
+    before, _ = store.submit_task(db, who, task(temp_c=50.0), idempotency_key="old", settings=BridgeSettings())
+    subs = [_prepare(who, task(temp_c=60.0), "a"),
+            _prepare(who, task(temp_c=61.0), "b"),
+            _prepare(who, task(temp_c=60.0), "a"),   # same key, same body, same batch: replay of "a"
+            _prepare(who, task(temp_c=99.0), "b"),   # same key, other body, same batch: 409
+            _prepare(who, task(temp_c=50.0), "old"),  # stored earlier, same body: replay
+            _prepare(who, task(temp_c=51.0), "old")]  # stored earlier, other body: 409
+    out = store.store_submissions(db, subs)
+    (a, a_new), (b, b_new), (a2, a2_new), b_conflict, (old, old_new), old_conflict = out
+    assert a_new and b_new and not a2_new and not old_new
+    assert a2 == a and old == before
+    assert isinstance(b_conflict, ConflictError) and b["id"] in b_conflict.message
+    assert isinstance(old_conflict, ConflictError) and before["id"] in old_conflict.message
+    assert _count(db, Task) == 3
+    for view in (a, b):
+        assert store.get_task(db, who, view["id"]) == view  # the answer is the stored row
+        assert _count(db, TaskEvent, task_id=view["id"], type="submitted") == 1
+        assert _count(db, AuditEntry, target=view["id"], action="task.submit") == 1
+
+
+def test_key_inserted_by_another_process_after_the_lookup_is_a_replay(db, keys, monkeypatch):
+    """The unique constraint catches what the batch's look-up could not see (another API process
+    committed the same key in between); the batch is then stored submission by submission."""
+    who = store.authenticate(db, keys.scheduler)
+    theirs, _ = store.submit_task(db, who, TASK, idempotency_key="raced", settings=BridgeSettings())
+    real_lookup = store._SELECT_BY_KEYS
+    blind_lookup = real_lookup.where(Task.id.is_(None))  # sees nothing, like a look-up made earlier
+    calls = []
+    real_batch = store._store_batch
+
+    def batch_with_stale_lookup_first(db_, subs):
+        calls.append(len(subs))
+        monkeypatch.setattr(store, "_SELECT_BY_KEYS", blind_lookup if len(calls) == 1 else real_lookup)
+        return real_batch(db_, subs)
+
+    monkeypatch.setattr(store, "_store_batch", batch_with_stale_lookup_first)
+    out = store.store_submissions(db, [_prepare(who, task(temp_c=70.0), "fresh"), _prepare(who, TASK, "raced")])
+    assert calls == [2, 1, 1]
+    (fresh, fresh_new), (replay, replay_new) = out
+    assert fresh_new and not replay_new and replay == theirs
+    assert _count(db, Task) == 2 and _count(db, AuditEntry, action="task.submit") == 2
+
+
+def test_concurrent_requests_share_transactions_and_each_is_answered_after_its_commit(db, keys, monkeypatch):
+    who = store.authenticate(db, keys.scheduler)
+    committer = GroupCommitter(db)
+    committed = []
+    real = store.store_submissions
+
+    def recording(db_, subs):
+        out = real(db_, subs)
+        committed.extend(s.row["id"] for s in subs)  # returns only after the commit
+        return out
+
+    monkeypatch.setattr(store, "store_submissions", recording)
+
+    async def run():
+        async def one(i):
+            view, created = await committer.submit(_prepare(who, task(temp_c=40.0 + i), f"c{i}"))
+            assert created and view["id"] in committed
+            return view
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(40)))
+        finally:
+            committer.stop()
+
+    views = asyncio.run(run())
+    assert len({v["id"] for v in views}) == 40 and _count(db, Task) == 40
+    assert committer.stored == 40 and committer.batches < 40  # batched while the writer was busy
+
+
+def test_a_failed_commit_fails_every_request_of_its_batch_and_stores_none(db, keys, monkeypatch):
+    who = store.authenticate(db, keys.scheduler)
+    committer = GroupCommitter(db)
+
+    def database_down(db_, subs):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "store_submissions", database_down)
+
+    async def run():
+        try:
+            return await asyncio.gather(*(committer.submit(_prepare(who, TASK, f"f{i}")) for i in range(5)),
+                                        return_exceptions=True)
+        finally:
+            committer.stop()
+
+    outcomes = asyncio.run(run())
+    assert all(isinstance(o, OperationalError) for o in outcomes)
+    assert _count(db, Task) == 0
+
+
+def test_http_submissions_under_concurrency_keep_idempotency(app, keys, db):
+    """Through the API: 30 concurrent requests, 10 keys sent 3 times each -> 10 tasks, 10 answers
+    of 202, 20 replays of 200 with the same task."""
+    import httpx
+
+    async def run():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+            async def one(i):
+                return await client.post("/v1/tasks", json=task(temp_c=40.0 + i % 10),
+                                         headers={**auth(keys.scheduler), "Idempotency-Key": f"h{i % 10}"})
+
+            try:
+                return await asyncio.gather(*(one(i) for i in range(30)))
+            finally:
+                app.state.committer.stop()
+
+    answers = asyncio.run(run())
+    assert sorted(r.status_code for r in answers) == [200] * 20 + [202] * 10
+    by_key: dict[str, set[str]] = {}
+    for i, r in enumerate(answers):
+        by_key.setdefault(f"h{i % 10}", set()).add(r.json()["id"])
+    assert all(len(ids) == 1 for ids in by_key.values())
+    assert _count(db, Task) == 10 and _count(db, AuditEntry, action="task.submit") == 10
+
+
+@pytest.mark.parametrize("cache_s", [0.0, 1.0])
+def test_revoked_key_is_refused_at_once_with_or_without_the_key_cache(db_url, keys, cache_s):
+    from fastapi.testclient import TestClient
+
+    from cloud_bridge.api import create_app
+
+    application = create_app(db_url, BridgeSettings(auth_cache_s=cache_s, rate_limit_per_s=1000,
+                                                    rate_limit_burst=1000))
+    try:
+        with TestClient(application) as client:
+            ok = client.post("/v1/tasks", json=TASK, headers={**auth(keys.scheduler), "Idempotency-Key": "r1"})
+            assert ok.status_code == 202
+            store.revoke_key(application.state.db, store.split_key(keys.scheduler))
+            refused = client.post("/v1/tasks", json=TASK, headers={**auth(keys.scheduler), "Idempotency-Key": "r2"})
+            assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    finally:
+        application.state.db.dispose()
