@@ -18,11 +18,14 @@ Physics:
 - baseline noise comes from the detector emulator (shot and read noise, seeded), plus a slow drift.
 
 Faults: route any fault to one part with ``inject(fault, part="detector", **kw)`` (default part:
-the detector), e.g. ``inject("no_reply", part="injector")``.
+the detector), e.g. ``inject("no_reply", part="injector")``. ``slow_reply`` (``delay_s``, wall
+seconds) makes a part's answers come late, as a slow link or a host that is late to read them does;
+the twin runs on meanwhile (at 50x real time, 0.3 s late is 15 s of simulated time).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -62,6 +65,7 @@ class OnlineHPLCEmulator:
         self._drawn_ul = 0.0
         self._last_withdrawn_ml = 0.0
         self._last_injector = self.injector.position
+        self._reply_delay_s: dict[str, float] = {}
 
     @property
     def emulators(self) -> dict[str, Any]:
@@ -130,9 +134,28 @@ class OnlineHPLCEmulator:
 
     # --- faults ------------------------------------------------------------------------------
     def inject(self, fault: str, part: str = "detector", **kw: Any) -> None:
-        getattr(self, part).inject(fault, **kw)
+        emulator = getattr(self, part)
+        if fault != "slow_reply":
+            emulator.inject(fault, **kw)
+            return
+        delay_s = float(kw.get("delay_s", 0.3))
+        if not 0.0 < delay_s <= 5.0:
+            raise ValueError(f"{self.name}: slow_reply delay_s must be in (0, 5] s, got {delay_s}")
+        if part not in self._reply_delay_s:
+            feed = emulator.feed
+
+            def late_feed(data: bytes, _feed=feed, _part=part) -> bytes:
+                reply = _feed(data)  # answered under the emulator's lock; the wait is outside it
+                delay = self._reply_delay_s.get(_part, 0.0)
+                if reply and delay > 0:
+                    time.sleep(delay)
+                return reply
+
+            emulator.feed = late_feed
+        self._reply_delay_s[part] = delay_s
 
     def clear_faults(self) -> None:
+        self._reply_delay_s = {part: 0.0 for part in self._reply_delay_s}
         for emu in self.emulators.values():
             emu.clear_faults()
 

@@ -14,18 +14,19 @@ from ros_helpers import change_state, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TWIN_REAL_TIME_FACTOR = 20.0
+TWIN_REAL_TIME_FACTOR = 50.0  # the campaign runs the twin at 40-60x: the timing must hold there
 
 
 def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir}") -> pathlib.Path:
     """A manifest with the twin's params files, tuned for a short test: a fast thermostat,
-    20x real time, a short flush."""
+    50x real time, a short flush."""
     params_dir = tmp_path / "params"
     params_dir.mkdir()
     twin = yaml.safe_load((REPO / "config/twin/twin_node.yaml").read_text())
     tp = twin["twin_node"]["ros__parameters"]
     tp["real_time_factor"] = TWIN_REAL_TIME_FACTOR
     tp["clock_rate_hz"] = 100.0
+    tp["robot_carries_vials"] = False  # no robot here: a collected vial goes straight to the HPLC's rack
     subsystems = json.loads(tp["subsystems"])
     reactor = next(s for s in subsystems if s["name"] == "flow_reactor")
     reactor["params"]["emulator_kwargs"] = {"thermostat": {"tau_s": 10.0}}
@@ -34,8 +35,8 @@ def _write_setup(tmp_path: pathlib.Path, *, flow_ports_prefix: str = "${twin_dir
     flow = yaml.safe_load((REPO / "config/twin/flow_reactor.yaml").read_text())
     fp = flow["flow_reactor_node"]["ros__parameters"]
     fp["operation"] = {"flush_volumes": 0.5}
-    # a shared CI host can stall a process for a moment: 1 s of wall time before the watchdog
-    fp["interlocks"]["watchdog_s"] = 20.0
+    # the interlocks as configured (watchdog 10 s: 0.2 s of wall time at 50x; it counts a device's
+    # failed reads, not the time a loaded host kept the controller from polling)
     for name in ("pump_dfnb", "pump_pyrrolidine", "pump_ethanol", "thermostat", "valve_collect",
                  "pressure_sensor", "detector"):
         fp[name]["port"] = f"{flow_ports_prefix}/{name}"
@@ -76,6 +77,14 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     states: list[tuple[float, FlowReactorState]] = []
     ros_probe.create_subscription(FlowReactorState, "/flow_reactor/state",
                                   lambda m: states.append((time.monotonic(), m)), STATE_QOS)
+    # the twin's simulated time against the wall, as it actually runs (slower than nominal when loaded)
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    clock: list[tuple[float, float]] = []
+    ros_probe.create_subscription(Clock, "/clock", lambda m: clock.append(
+        (time.monotonic(), m.clock.sec + m.clock.nanosec * 1e-9)),
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
     assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_CONFIGURE)
     assert change_state(ros_probe, "flow_reactor_node", Transition.TRANSITION_ACTIVATE)
 
@@ -92,14 +101,19 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     assert {"priming", "heating", "equilibrating", "measuring", "collecting", "flushing"} <= phases
     assert any(f.pressure_bar > 5.0 for f in feedback)
 
-    # the state topic: published at 10 Hz (the publisher's own stamps: receipt times in this
-    # process would measure the host's load, not the node), active, pumps stopped after the run
+    # the state topic: published at 10 Hz of wall time (the publisher's own stamps: receipt times in
+    # this process would measure the host's load, not the node), active, pumps stopped after the run
     assert wait_for(lambda: states and states[-1][1].phase == "idle", 5.0)
-    # (stamps are simulated time: the twin runs real_time_factor x wall time)
-    rtf = TWIN_REAL_TIME_FACTOR
-    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _t, m in states[-40:]]
+    # stamps are simulated time: divide by the rate the twin actually ran at over the same span
+    # (nominally TWIN_REAL_TIME_FACTOR; less on a loaded host)
+    window = states[-40:]
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _t, m in window]
+    ticks = [(w, s) for w, s in clock if stamps[0] <= s <= stamps[-1]]
+    assert len(ticks) >= 10, "no /clock over the state window"
+    rtf = (ticks[-1][1] - ticks[0][1]) / (ticks[-1][0] - ticks[0][0])
+    assert 0.2 * TWIN_REAL_TIME_FACTOR < rtf < 1.2 * TWIN_REAL_TIME_FACTOR, rtf
     intervals = sorted((b - a) / rtf for a, b in zip(stamps, stamps[1:]))
-    assert len(intervals) >= 10 and intervals[len(intervals) // 2] <= 0.11, intervals
+    assert len(intervals) >= 10 and 0.07 <= intervals[len(intervals) // 2] <= 0.13, (rtf, intervals)
     last = states[-1][1]
     assert last.lifecycle_state == "active" and list(last.pump_names)[0] == "pump_dfnb"
     assert all(f == 0.0 for f in last.pump_flow_setpoint_ml_min)
@@ -112,16 +126,28 @@ def test_one_experiment_through_the_action(launch, ros_probe, tmp_path):
     record = json.loads(result.result_json)
     assert record["collected_vial"] == "vial_1"
     hplc_client = ActionClient(ros_probe, MeasureSample, "/hplc/measure_sample")
+    # the injection valve's answers come 0.3 s late (15 s of simulated time at 50x), as on a loaded
+    # host: the confirmation of the injection lags the injection itself
+    from aichemist_interfaces.srv import TwinInjectFault
+
+    inject = ros_probe.create_client(TwinInjectFault, "/twin/inject_fault")
+    assert inject.wait_for_service(timeout_sec=10.0)
+    slow = inject.call(TwinInjectFault.Request(device="hplc", fault="slow_reply",
+                                               kwargs_json='{"part": "injector", "delay_s": 0.3}'),
+                       timeout_sec=10.0)
+    assert slow.code == 0, slow.message
     sample = call_action(hplc_client, MeasureSample.Goal(sample_id="ros-1", vial="vial_1",
                                                          conc_dfnb_fed_m=record["conc_dfnb_fed_m"]),
                          timeout_s=120.0)
     assert sample.code == 0, sample.message
     assert len(sample.times_min) > 100 and max(sample.signal_mau) > 10.0
     assert "ortho" in list(sample.peak_names)
-    # The HPLC cannot find more product than the reactor made. (The exact agreement, within 0.03, is
-    # tested in lock-step in tests/unit/flow_reactor/test_hplc_measurement.py; across processes on
-    # a loaded host the vial sometimes reaches the HPLC diluted: an open bug, see docs/flow_reactor.md.)
-    assert 0.2 * result.yield_fraction < sample.yield_fraction <= result.yield_fraction + 0.05
+    # the HPLC agrees with the inline detector, and the ortho peak sits at its retention time: the
+    # chromatogram's t = 0 is the inject command, whatever the host's lag (a late t = 0 shifted the
+    # peak against its window and read the vial as diluted, e.g. 0.44 against 0.60)
+    ortho = list(sample.peak_names).index("ortho")
+    assert sample.peak_retention_min[ortho] == pytest.approx(4.6, abs=0.05)
+    assert sample.yield_fraction == pytest.approx(result.yield_fraction, abs=0.04)
 
     # the e-stop topic: safe state at once, goals refused while it is latched, cleared again
     from aichemist.errors import EmergencyStop
