@@ -63,6 +63,7 @@ class Inventory:
 
     slots: dict[str, str] = field(default_factory=dict)
     held: str | None = None
+    held_from: str | None = None  # the slot the held vial was picked from
 
     @classmethod
     def from_layout(cls, layout: LabLayout) -> "Inventory":
@@ -133,7 +134,17 @@ class Skills:
 
     # --- composite ---------------------------------------------------------------------------
     def transfer(self, src_station: str, src_slot: str, dst_station: str, dst_slot: str) -> str:
-        """Pick a vial and place it elsewhere: validated as a whole before anything moves."""
+        """Pick a vial and place it elsewhere: validated as a whole before anything moves.
+
+        A transfer that was interrupted after the pick (cancelled, timed out, e-stopped) is resumed
+        when asked again: the robot still holds the vial from that slot, so it goes on to place it."""
+        key = self._slot(self.station(src_station), src_slot)
+        if self.inventory.held is not None and self.inventory.held_from == key:
+            self.check_place(dst_station, dst_slot)
+            vial = self.inventory.held
+            self.feedback("resuming: placing the held vial", 0.0)
+            self.place(dst_station, dst_slot)
+            return vial
         src = self.check_pick(src_station, src_slot)
         dst = self.check_place(dst_station, dst_slot, holding=False)
         if src == dst:
@@ -343,7 +354,7 @@ class Skills:
             self.robot.attach("cylinder", (vial.diameter_m / 2, vial.height_m),
                               se3_matrix((0.0, 0.0, p.grasp_height_m - vial.height_m / 2)))
             self.inventory.slots.pop(key)
-            self.inventory.held = vial_id
+            self.inventory.held, self.inventory.held_from = vial_id, key
             self.planner.set_scene(self._scene())
             # the held vial starts on the rack plate: that contact is expected while lifting
             lift_allowed = [(ATTACHED_NAME, f"{station.name}_rack")]

@@ -298,6 +298,7 @@ class Executor:
                 self._cond.notify_all()
 
         unlisten = self.arbiter.listen(wake)
+        waiting_told: set[str] = set()
 
         def worker(step: Step, cancel: threading.Event, transfer: Any) -> None:
             outcome: tuple[str, Any]
@@ -331,6 +332,10 @@ class Executor:
                         if not ready(s):
                             continue
                         started, transfer = self.arbiter.try_start(owner, self.priority, s)
+                        if not started and s.id not in waiting_told:  # another task holds what it needs
+                            waiting_told.add(s.id)
+                            self._emit({"type": "event", "run_uid": run_uid, "step_id": s.id, "op": s.op,
+                                        "state": "waiting", "resources": list(s.resources), "time": time.time()})
                         if started:
                             state[s.id] = "running"
                             cancel = threading.Event()
@@ -363,8 +368,9 @@ class Executor:
                 self.journal.set_step(run_id, sid, st2, message="not started: "
                                       + ("run cancelled" if self._cancelled else "an earlier step failed"))
                 self._emit({"type": "event", "run_uid": run_uid, "step_id": sid, "state": st2, "time": time.time()})
-        failure = next((errors[s.id] for s in steps if s.id in errors and not isinstance(errors[s.id], Cancelled)),
-                       None) or first_error
+        # a step cancelled while the run was not (e.g. by its device) is a failure of the run
+        failure = next((errors[s.id] for s in steps if s.id in errors
+                        and (not isinstance(errors[s.id], Cancelled) or not self._cancelled)), None) or first_error
         if self._cancelled:
             exit_status, reason = "abort", "cancelled"
             self.journal.finish_run(run_id, "cancelled", reason)
@@ -415,7 +421,8 @@ class Executor:
                         raise Cancelled(f"step {step.id} cancelled")
             except AIChemistError as caught:
                 exc = caught
-                if isinstance(exc, Cancelled) and step.id in self._timed_out and not self._cancelled:
+                if (isinstance(exc, Cancelled) and not self._cancelled
+                        and (step.id in self._timed_out or self.clock.now() > deadline)):
                     # cancelled by the executor at the deadline: that is a timeout (retryable)
                     self._timed_out.discard(step.id)
                     cancel.clear()

@@ -162,7 +162,7 @@ class SlowReactor(FakeReactor):
                 self.running -= 1
 
 
-def test_tasks_are_run_one_at_a_time(ros_probe, tmp_path):
+def test_concurrent_tasks_take_turns_on_the_reactor_and_say_they_are_queued(ros_probe, tmp_path):
     from rclpy.action import ActionClient
 
     from aichemist_interfaces.action import ExecuteTask

@@ -134,3 +134,27 @@ def test_emergency_stop_halts_the_base_within_200_ms(layout, planner):
     p0 = twin.true_base_pose()
     clock.sleep(0.5)
     assert twin.true_base_pose() == p0 and not twin.arm_moving()
+
+
+def test_a_transfer_cancelled_after_the_pick_is_resumed_with_the_vial_in_hand(layout, planner):
+    from aichemist.errors import Cancelled
+
+    state = {"stop": False}
+    twin, clock, skills = make(layout, planner, seed=4, should_stop=lambda: Cancelled("cancel") if state["stop"] else None)
+    phases = []
+
+    def feedback(phase, _progress):
+        phases.append(phase)
+        if phase == "lifting" and skills.inventory.held is not None:
+            state["stop"] = True  # cancelled while carrying
+
+    skills.feedback = feedback
+    with pytest.raises(Cancelled):
+        skills.transfer("reagent_rack", "B1", "reactor_collection", "A2")
+    assert skills.inventory.held == "vial_r05" and "reactor_collection/A2" not in skills.inventory.slots
+    state["stop"] = False
+    with pytest.raises(GripperNotEmpty):  # a different transfer is still refused while holding a vial
+        skills.transfer("reagent_rack", "A1", "reactor_collection", "A1")
+    assert skills.transfer("reagent_rack", "B1", "reactor_collection", "A2") == "vial_r05"
+    assert twin.vial_slot("vial_r05") == "reactor_collection/A2" and skills.inventory.held is None
+    assert "resuming: placing the held vial" in phases

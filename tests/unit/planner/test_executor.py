@@ -81,7 +81,7 @@ def test_flow_experiment_runs_through_adapters_and_streams_documents(lab, journa
     assert docs[0]["metadata"]["task_id"] == "t1"
     states = [(d["step_id"], d["state"]) for d in docs if d["type"] == "event"]
     assert ("e0.run_flow", "running") in states and ("e0.measure", "succeeded") in states
-    assert clock.now() == pytest.approx(90 + 480 + 90 + 600 + 90)
+    assert clock.now() == pytest.approx(3 * lab.durations.move_vial_s + 480 + 600)
     assert all(rec["state"] == "succeeded" for rec in journal.steps("t1").values())
     with pytest.raises(ConflictError):  # a finished run id is never run twice
         ex.run("t1", compile_task({"kind": "flow_experiment", "conditions": GOOD}, lab).steps)
@@ -265,3 +265,14 @@ def _run_task_catch(*args):
         run_task(*args)
     except Exception:  # noqa: BLE001 - the abandoned first planner
         pass
+
+
+def test_a_step_cancelled_by_its_device_fails_the_run(journal):
+    def cancelled_by_device(step, ctx):
+        raise Cancelled("goal cancelled by the device")
+
+    ex = Executor({"run_flow": cancelled_by_device}, journal, clock=SimClock())
+    with pytest.raises(Cancelled):
+        ex.run("r-dev", [Step("a", "run_flow", ["reactor"], 1.0), Step("b", "run_flow", ["reactor"], 1.0, ["a"])])
+    assert journal.run_state("r-dev") == "failed"
+    assert journal.steps("r-dev")["b"]["state"] == "skipped"

@@ -236,8 +236,9 @@ class PlannerNode(Node):
 
         def on_document(doc: dict) -> None:
             if doc["type"] == "event" and doc.get("state") in ("running", "succeeded", "failed", "retrying",
-                                                               "recovering", "progress"):
-                feedback("running" if doc["state"] != "recovering" else "recovering", state["progress"],
+                                                               "recovering", "progress", "waiting"):
+                phase = {"recovering": "recovering", "waiting": "queued"}.get(doc["state"], "running")
+                feedback(phase, state["progress"],
                          {k: v for k, v in doc.items() if k not in ("result",)})
 
         def on_progress(phase: str, fraction: float, detail: dict) -> None:
