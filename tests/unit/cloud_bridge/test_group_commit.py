@@ -5,8 +5,13 @@ answer), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Annotated
 
 import pytest
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -168,3 +173,67 @@ def test_revoked_key_is_refused_at_once_with_or_without_the_key_cache(db_url, ke
             assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
     finally:
         application.state.db.dispose()
+
+
+def _errors_as_json(app):
+    @app.exception_handler(RequestValidationError)
+    async def _errors(request, exc):
+        return JSONResponse({"errors": json.loads(json.dumps(_comparable(exc.errors()), default=str))}, status_code=422)
+
+    return app
+
+
+def _reference_app():
+    """A route declaring the submission's parameters the FastAPI way (what the bridge did before
+    it checked them by hand on the hot path)."""
+    ref = _errors_as_json(FastAPI())
+
+    @ref.post("/v1/tasks")
+    async def submit(idempotency_key: Annotated[str, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                                                            examples=["snar-2026-11-21-001"])],
+                     campaign: Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9_.:-]*$",
+                                                    description="campaign this task belongs to")] = ""):
+        return {"key": idempotency_key, "campaign": campaign}
+
+    return ref
+
+
+def _hand_checked_app():
+    from cloud_bridge.api import _submit_params
+
+    app = _errors_as_json(FastAPI())
+
+    @app.post("/v1/tasks")
+    async def submit(request: Request):
+        key, campaign = _submit_params(request)
+        return {"key": key, "campaign": campaign}
+
+    return app
+
+
+def _comparable(errors):
+    return [{k: e.get(k) for k in ("type", "loc", "msg", "input", "ctx")} for e in errors]
+
+
+CASES = [({}, {}), ({"Idempotency-Key": ""}, {}), ({"Idempotency-Key": "a b"}, {}), ({"Idempotency-Key": "x" * 200}, {}),
+         ({"Idempotency-Key": "x" * 201}, {}), ({"Idempotency-Key": "é".encode("latin-1")}, {}),
+         ({"Idempotency-Key": "ok"}, {"campaign": "c7.run-2:a_b"}), ({"Idempotency-Key": "ok"}, {"campaign": ""}),
+         ({"Idempotency-Key": "ok"}, {"campaign": "bad campaign"}), ({"Idempotency-Key": "ok"}, {"campaign": "c" * 128}),
+         ({"Idempotency-Key": "ok"}, {"campaign": "c" * 129}), ({"Idempotency-Key": "ok"}, {"campaign": "a\n"}),
+         ({}, {"campaign": "bad!"}), ({"Idempotency-Key": "ok"}, [("campaign", "a"), ("campaign", "b c")])]
+
+
+@pytest.mark.parametrize("headers,params", CASES)
+def test_hand_checked_submission_parameters_behave_like_declared_ones(headers, params):
+    from fastapi.testclient import TestClient
+
+    with TestClient(_reference_app()) as ref, TestClient(_hand_checked_app()) as ours:
+        expected = ref.post("/v1/tasks", headers=headers, params=params)
+        got = ours.post("/v1/tasks", headers=headers, params=params)
+    assert (got.status_code, got.json()) == (expected.status_code, expected.json())
+
+
+def test_submission_parameters_are_documented_as_declared_ones():
+    from cloud_bridge.api import SUBMIT_PARAMETERS
+
+    assert _reference_app().openapi()["paths"]["/v1/tasks"]["post"]["parameters"] == SUBMIT_PARAMETERS
