@@ -309,30 +309,38 @@ def store_submissions(db: Database, subs: Sequence[Submission]) -> list[Outcome]
     (task view, created) or the ConflictError of an Idempotency-Key reused with another body.
 
     A key already stored (or used earlier in the same batch) with the same request is a replay: the
-    stored task, created=False. Nothing is answered before the commit. A database error fails the
-    whole batch (nothing of it is stored). If another process inserts one of the keys between our
-    look-up and our insert (the unique constraint fires), each submission is stored again on its
-    own, where the look-up then finds that row."""
+    stored task, created=False. Nothing is answered before the commit; a database error fails the
+    whole batch (nothing of it is stored).
+
+    Keys are nearly always new, so the batch is first inserted without looking them up; the unique
+    constraint on (lab, Idempotency-Key) catches a reused one, and the batch is then stored again
+    after looking its keys up. If another process inserts one of the keys between that look-up and
+    our insert, each submission is stored on its own, where the look-up then finds that row."""
     try:
-        return _store_batch(db, subs)
+        return _store_batch(db, subs, look_up=False)
+    except IntegrityError:
+        pass
+    try:
+        return _store_batch(db, subs, look_up=True)
     except IntegrityError:
         if len(subs) == 1:
-            return _store_batch(db, subs)
-        return [outcome for sub in subs for outcome in _store_batch(db, [sub])]
+            return _store_batch(db, subs, look_up=True)
+        return [outcome for sub in subs for outcome in _store_batch(db, [sub], look_up=True)]
 
 
-def _store_batch(db: Database, subs: Sequence[Submission]) -> list[Outcome]:
+def _store_batch(db: Database, subs: Sequence[Submission], *, look_up: bool) -> list[Outcome]:
     outcomes: list[Outcome] = []
     first: dict[tuple[str, str], Submission] = {}
     new: list[Submission] = []
     with db.write_core() as conn:
-        keys_by_lab: dict[str, set[str]] = {}
-        for sub in subs:
-            keys_by_lab.setdefault(sub.row["lab"], set()).add(sub.row["idempotency_key"])
         stored: dict[tuple[str, str], Any] = {}
-        for lab, keys in keys_by_lab.items():
-            for r in conn.execute(_SELECT_BY_KEYS, {"lab": lab, "keys": list(keys)}):
-                stored[(lab, r.idempotency_key)] = r
+        if look_up:
+            keys_by_lab: dict[str, set[str]] = {}
+            for sub in subs:
+                keys_by_lab.setdefault(sub.row["lab"], set()).add(sub.row["idempotency_key"])
+            for lab, keys in keys_by_lab.items():
+                for r in conn.execute(_SELECT_BY_KEYS, {"lab": lab, "keys": list(keys)}):
+                    stored[(lab, r.idempotency_key)] = r
         for sub in subs:
             key = (sub.row["lab"], sub.row["idempotency_key"])
             if key in stored:

@@ -67,14 +67,16 @@ def test_key_inserted_by_another_process_after_the_lookup_is_a_replay(db, keys, 
     calls = []
     real_batch = store._store_batch
 
-    def batch_with_stale_lookup_first(db_, subs):
-        calls.append(len(subs))
-        monkeypatch.setattr(store, "_SELECT_BY_KEYS", blind_lookup if len(calls) == 1 else real_lookup)
-        return real_batch(db_, subs)
+    def batch_with_stale_first_lookup(db_, subs, *, look_up):
+        calls.append((len(subs), look_up))
+        stale = look_up and calls.count((len(subs), True)) == 1 and len(subs) == 2
+        monkeypatch.setattr(store, "_SELECT_BY_KEYS", blind_lookup if stale else real_lookup)
+        return real_batch(db_, subs, look_up=look_up)
 
-    monkeypatch.setattr(store, "_store_batch", batch_with_stale_lookup_first)
+    monkeypatch.setattr(store, "_store_batch", batch_with_stale_first_lookup)
     out = store.store_submissions(db, [_prepare(who, task(temp_c=70.0), "fresh"), _prepare(who, TASK, "raced")])
-    assert calls == [2, 1, 1]
+    # insert without look-up: the key is taken; with the (stale) look-up: taken again; one by one
+    assert calls == [(2, False), (2, True), (1, True), (1, True)]
     (fresh, fresh_new), (replay, replay_new) = out
     assert fresh_new and not replay_new and replay == theirs
     assert _count(db, Task) == 2 and _count(db, AuditEntry, action="task.submit") == 2
