@@ -58,8 +58,8 @@ def test_flow_experiment_compiles_to_five_steps_and_dry_run_lists_every_check(la
     assert [s.op for s in plan.steps] == ["fetch_vial", "run_flow", "move_vial", "measure", "store_vial"]
     assert plan.steps[4].depends_on == ["e0.measure"] and plan.steps[4].params["to_station"] == "vial_rack"
     assert plan.steps[1].resources == ["reactor"] and plan.steps[1].depends_on == ["e0.fetch_vial"]
-    # heat-up 120 s + (3 + 1 + 2) residence times of 1 min
-    assert plan.steps[1].duration_s == pytest.approx(120 + 6 * 60)
+    # heat-up allowance + (3 + 1 + 2) residence times of 1 min
+    assert plan.steps[1].duration_s == pytest.approx(lab.reactor.heat_up_s + 6 * 60)
     assert plan.reagent_use_ml["dfnb_stock"] == pytest.approx(0.3 / 2.0 * 3.0 * 4 + 1.0)
     text = dry_run(plan)
     for name in ("smiles", "process_window", "device_limits", "compatibility", "inventory"):

@@ -81,7 +81,7 @@ def test_flow_experiment_runs_through_adapters_and_streams_documents(lab, journa
     assert docs[0]["metadata"]["task_id"] == "t1"
     states = [(d["step_id"], d["state"]) for d in docs if d["type"] == "event"]
     assert ("e0.run_flow", "running") in states and ("e0.measure", "succeeded") in states
-    assert clock.now() == pytest.approx(3 * lab.durations.move_vial_s + 480 + 600)
+    assert clock.now() == pytest.approx(3 * lab.durations.move_vial_s + lab.reactor.heat_up_s + 360 + 600)
     assert all(rec["state"] == "succeeded" for rec in journal.steps("t1").values())
     with pytest.raises(ConflictError):  # a finished run id is never run twice
         ex.run("t1", compile_task({"kind": "flow_experiment", "conditions": GOOD}, lab).steps)
