@@ -18,6 +18,7 @@ short correction when the error is large, and plans the arm against the measured
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -69,16 +70,21 @@ class Inventory:
     def from_layout(cls, layout: LabLayout) -> "Inventory":
         return cls(dict(layout.initial_vials))
 
+    def copy(self) -> "Inventory":
+        return Inventory(dict(self.slots), self.held, self.held_from)
+
 
 Feedback = Callable[[str, float], None]
 StopCheck = Callable[[], "AIChemistError | None"]
+InventoryChanged = Callable[[], None]
 
 
 class Skills:
     def __init__(self, layout: LabLayout, planner: MotionPlanner, arm: Arm, gripper: Gripper, base: Base,
                  localiser: Localiser, clock: Clock, *, params: SkillParams | None = None,
                  inventory: Inventory | None = None, should_stop: StopCheck | None = None,
-                 feedback: Feedback | None = None, look_q: Sequence[float] | None = None) -> None:
+                 feedback: Feedback | None = None, look_q: Sequence[float] | None = None,
+                 on_inventory_change: InventoryChanged | None = None) -> None:
         self.layout = layout
         self.planner = planner
         self.robot = planner.robot
@@ -86,6 +92,11 @@ class Skills:
         self.clock = clock
         self.params = params or SkillParams()
         self.inventory = inventory or Inventory.from_layout(layout)
+        # guards the inventory's updates so another thread's ``inventory_snapshot`` is never torn
+        self._inventory_lock = threading.Lock()
+        # called when a pick or a place has finished (arm stowed) and when a vial was lost: the moment
+        # to record the world (manipulator_node saves the twin's state there)
+        self.on_inventory_change: InventoryChanged = on_inventory_change or (lambda: None)
         self.should_stop: StopCheck = should_stop or (lambda: None)
         self.feedback: Feedback = feedback or (lambda phase, progress: None)
         self.routes = BaseRoutePlanner(layout)
@@ -97,6 +108,11 @@ class Skills:
         self.look_q = None if look_q is None else np.array(look_q, dtype=float)
         if self.look_q is not None and self.look_q.shape != (6,):
             raise ValidationError(f"look_q must hold 6 joint angles, got {len(self.look_q)}")
+
+    def inventory_snapshot(self) -> Inventory:
+        """A consistent copy of the inventory (safe to call from another thread while a skill runs)."""
+        with self._inventory_lock:
+            return self.inventory.copy()
 
     # --- validation (no motion) ------------------------------------------------------------
     def station(self, name: str) -> Station:
@@ -353,18 +369,19 @@ class Skills:
             self._sync_gripper_model()
             self.robot.attach("cylinder", (vial.diameter_m / 2, vial.height_m),
                               se3_matrix((0.0, 0.0, p.grasp_height_m - vial.height_m / 2)))
-            self.inventory.slots.pop(key)
-            self.inventory.held, self.inventory.held_from = vial_id, key
+            with self._inventory_lock:
+                self.inventory.slots.pop(key)
+                self.inventory.held, self.inventory.held_from = vial_id, key
             self.planner.set_scene(self._scene())
             # the held vial starts on the rack plate: that contact is expected while lifting
             lift_allowed = [(ATTACHED_NAME, f"{station.name}_rack")]
             self._execute(self.planner.plan_linear(self.arm.joint_positions(), pre, lift_allowed), "lifting")
             if not self.verify_grasp():
-                self.inventory.held = None
-                self.robot.detach()
+                self._lost()
                 raise GraspFailed(f"vial '{vial_id}' slipped out of the gripper while lifting from {key}",
                                   vial=vial_id, slot=key)
             self._stow_arm()
+            self.on_inventory_change()
             self.feedback("picked", 1.0)
             return vial_id
         assert last_error is not None
@@ -397,22 +414,30 @@ class Skills:
         pre[2, 3] += p.pre_grasp_height_m
         self._execute(self.planner.plan_pose(self.arm.joint_positions(), pre), "approaching")
         if not self.verify_grasp():
-            self.inventory.held = None
-            self.robot.detach()
+            self._lost()
             raise GraspFailed(f"vial '{vial_id}' was lost on the way to {key}", vial=vial_id)
         # the held vial comes to rest just above the plate: contact with the rack is expected
         lower_allowed = [(ATTACHED_NAME, f"{station.name}_rack")]
         self._execute(self.planner.plan_linear(self.arm.joint_positions(), release, lower_allowed), "lowering")
         self._gripper_to(p.approach_opening_m)
         self.robot.detach()
-        self.inventory.held = None
-        self.inventory.slots[key] = vial_id
+        with self._inventory_lock:
+            self.inventory.held = self.inventory.held_from = None
+            self.inventory.slots[key] = vial_id
         self._sync_gripper_model()
         self.planner.set_scene(self._scene())
         self._execute(self.planner.plan_linear(self.arm.joint_positions(), pre), "retreating")
         self._stow_arm()
+        self.on_inventory_change()
         self.feedback("placed", 1.0)
         return vial_id
+
+    def _lost(self) -> None:
+        """The held vial is gone (slipped, dropped): the hand is empty, the vial is nowhere we know."""
+        with self._inventory_lock:
+            self.inventory.held = self.inventory.held_from = None
+        self.robot.detach()
+        self.on_inventory_change()
 
 
 def stop_check_from(flags: Mapping[str, Callable[[], bool]]) -> StopCheck:

@@ -16,6 +16,12 @@ What makes the twin worth testing against:
 
 Drivers for the skills (``TwinArm``, ``TwinGripper``, ``TwinBase``, ``TwinLocaliser``) are views
 on one ``RobotTwin``; step it with ``SimClock.add_stepper(twin.step)`` or inside ``LabTwin``.
+
+The world can outlive the process: ``world_state()`` is where every vial is, the base's true pose
+and the vial in the gripper (``sim.robot_twin_state.RobotWorldState``, saved as JSON);
+``restore_world(state)`` puts a new twin back into it, the held vial standing back in the slot it
+was picked from (the twin's stand-in for "the gripper let go over its slot"), the arm stowed, the
+gripper open and the odometry equal to the true pose.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from manipulation.hardware import StationFix
 from manipulation.layout import LabLayout, Pose2D, load_layout, se2_matrix, se3_matrix
 from manipulation.navigation import footprint_collides
 from manipulation.planning import JointTrajectory
+from sim.robot_twin_state import RobotWorldState, VialState
 
 FINGER_SPEED_M_S = 0.1
 PAD_HALF_WIDTH_M = robot_spec.DEFAULT_SPEC.finger_size_m[0] / 2
@@ -39,6 +46,9 @@ PAD_HALF_WIDTH_M = robot_spec.DEFAULT_SPEC.finger_size_m[0] / 2
 PAD_Z_RANGE_M = (robot_spec.DEFAULT_SPEC.tcp_offset_m - robot_spec.DEFAULT_SPEC.gripper_body_size_m[2]) * -1, \
     robot_spec.DEFAULT_SPEC.gripper_body_size_m[2] + robot_spec.DEFAULT_SPEC.finger_size_m[2] \
     - robot_spec.DEFAULT_SPEC.tcp_offset_m
+#: a vial standing upright on a rack plate within this distance of a slot's centre is in that slot
+#: (for the saved world state; ``vial_slot``'s default 4 mm is the tests' "placed in the slot")
+SLOT_CAPTURE_M = 0.015
 
 
 class RobotTwin:
@@ -90,6 +100,8 @@ class RobotTwin:
         self.opening = robot_spec.DEFAULT_SPEC.gripper_max_opening_m
         self.opening_target = self.opening
         self.held: str | None = None
+        self.held_from: str | None = None  # '<station>/<slot>' the held vial stood in when grasped
+        self._held_origin = np.zeros(7)  # its free-body pose then
         self._grasp_blocked = False
         self._grasp_tcp_z = 0.0
         self.faults: dict[str, dict] = {}
@@ -98,10 +110,16 @@ class RobotTwin:
         self.t = 0.0
         self._accum = 0.0
         self._since_footprint = 0.0
+        self._settle()
+
+    def _settle(self) -> None:
+        """Let the vials settle where they stand (0.3 s of physics), the robot where it is commanded."""
+        self._mj.mj_forward(self.model, self.data)
+        for _ in range(int(0.3 / self.model.opt.timestep)):
+            self._write_robot()  # held in place: unheld, the arm would sag into a rack next to it
+            self._mj.mj_step(self.model, self.data)
         self._write_robot()
-        mujoco.mj_forward(m, self.data)
-        for _ in range(int(0.3 / m.opt.timestep)):  # let the vials settle in their slots
-            mujoco.mj_step(m, self.data)
+        self._mj.mj_forward(self.model, self.data)
 
     # --- TwinSubsystem -------------------------------------------------------------------------
     def step(self, t: float, dt: float) -> None:
@@ -239,6 +257,8 @@ class RobotTwin:
     def _attach(self, vial: str) -> None:
         pos, rot = self._tcp()
         body = self._vial_body[vial]
+        self.held_from = self.vial_slot(vial, tol_m=SLOT_CAPTURE_M)
+        self._held_origin = self._vial_qpos(vial).copy()
         rel = rot.T @ (self.data.xpos[body] - pos)
         rel[:2] = 0.0  # V-groove pads centre a round vial both across and along the pads
         # a firm grip: the vial moves rigidly with the TCP until released (or until it slips)
@@ -267,6 +287,12 @@ class RobotTwin:
         if self.held is not None:
             self.model.geom_conaffinity[self._vial_geom[self.held]] = self._vial_conaffinity[self.held]
             self.held = None
+            self.held_from = None
+
+    def _vial_qpos(self, vial: str) -> np.ndarray:
+        """View of the vial's free-joint qpos: x, y, z, qw, qx, qy, qz."""
+        adr = self.model.jnt_qposadr[self.model.body_jntadr[self._vial_body[vial]]]
+        return self.data.qpos[adr:adr + 7]
 
     # --- commands (drivers call these) -------------------------------------------------------------
     def start_trajectory(self, traj: JointTrajectory) -> None:
@@ -327,6 +353,60 @@ class RobotTwin:
                         and abs(p[2] - self.layout.vial.height_m / 2 - bottom[2]) < 0.003):
                     return f"{st.name}/{slot}"
         return None
+
+
+    # --- the world outliving the process (sim.robot_twin_state) ------------------------------------------
+    def world_state(self) -> RobotWorldState:
+        """Where everything is now: the base's true pose, each vial's slot and pose, the held vial."""
+        with self.lock:
+            vials: dict[str, VialState] = {}
+            taken: set[str] = set()
+            held, held_from = self.held, self.held_from
+            for vial in self.vial_ids:
+                if vial == held and held_from is not None:
+                    continue
+                pose = self._held_origin if vial == held else self._vial_qpos(vial)
+                slot = None if vial == held else self.vial_slot(vial, tol_m=SLOT_CAPTURE_M)
+                if slot is not None and slot in taken:
+                    slot = None  # two vials on one slot's place: the second is somewhere, not in it
+                if slot is not None:
+                    taken.add(slot)
+                vials[vial] = VialState(slot=slot, pose=tuple(float(v) for v in pose))
+            if held is not None and held_from is None:
+                held = None  # grasped off any slot: goes back to where it was grasped, like a slot's vial
+            return RobotWorldState(layout=self.layout.name, sim_time_s=round(self.t, 3),
+                                   base_pose=self.true_base_pose(), vials=vials, held_vial=held,
+                                   held_from=held_from if held is not None else None)
+
+    def restore_world(self, state: RobotWorldState, *, source: str = "robot world state") -> None:
+        """Put the twin into ``state`` (checked against the layout first: ConfigurationError).
+
+        Vials go back to their saved poses; a vial that was in the gripper stands back in the slot it
+        was picked from; the arm is stowed, the gripper open, the base at the saved true pose and the
+        odometry equal to it."""
+        state.check(self.layout, self.vial_ids, source=source)
+        with self.lock:
+            self._release()
+            self._traj = None
+            self.arm_q = np.array(robot_spec.DEFAULT_SPEC.stow_q, dtype=float)
+            self.arm_qd = np.zeros(6)
+            self.cmd_vel = np.zeros(3)
+            self.opening = self.opening_target = robot_spec.DEFAULT_SPEC.gripper_max_opening_m
+            self._grasp_blocked = False
+            poses = {vial: np.array(v.pose) for vial, v in state.vials.items()}
+            if state.held_vial is not None and state.held_from is not None:
+                station, _, slot = state.held_from.partition("/")
+                bottom = self.layout.station(station).slot_world_xyz(slot)
+                centre = bottom + np.array([0.0, 0.0, self.layout.vial.height_m / 2 + 0.0005])
+                poses[state.held_vial] = np.concatenate([centre, [1.0, 0.0, 0.0, 0.0]])
+            for vial, pose in poses.items():
+                self._vial_qpos(vial)[:] = pose
+                dof = self.model.jnt_dofadr[self.model.body_jntadr[self._vial_body[vial]]]
+                self.data.qvel[dof:dof + 6] = 0.0
+            b = state.base_pose
+            self.true_pose = np.array([b.x, b.y, b.yaw])
+            self.odom_pose = self.true_pose.copy()
+            self._settle()
 
 
 def _integrate(pose: np.ndarray, body_vel: np.ndarray, h: float) -> np.ndarray:

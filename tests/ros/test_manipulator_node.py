@@ -1,6 +1,7 @@
 """manipulator_node as its own process (its MuJoCo robot twin inside): lifecycle, bad goals
 refused without motion, NavigateToStation and PickPlace with feedback, cancel halts the arm,
-the e-stop halts everything and refuses new goals until cleared."""
+the e-stop halts everything and refuses new goals until cleared; the twin's world survives a
+kill -9 of the node (twin_state_path), read back through /manipulator/get_inventory."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from ros_helpers import change_state, wait_for
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def _setup(tmp_path: pathlib.Path, **params) -> pathlib.Path:
+def _setup(tmp_path: pathlib.Path, node: dict | None = None, **params) -> pathlib.Path:
     params_dir = tmp_path / "params"
     params_dir.mkdir()
     (params_dir / "manipulator_node.yaml").write_text(yaml.safe_dump(
         {"manipulator_node": {"ros__parameters": {"twin_real_time_factor": 40.0, "twin_seed": 3, **params}}}))
     manifest = {"name": "manipulator_test", "params_dir": str(params_dir),
                 "nodes": [{"name": "manipulator_node", "executable": "manipulator_node",
-                           "params": "manipulator_node.yaml", "lifecycle": True}]}
+                           "params": "manipulator_node.yaml", "lifecycle": True, **(node or {})}]}
     path = tmp_path / "manipulator_test.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path
@@ -245,3 +246,83 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
     assert res.duration_s <= (t1 - t0) + 0.5
     assert t1 - t0 < 3.0 * res.duration_s + 5.0
     assert wait_for(lambda: joints and abs(joints[-1].header.stamp.sec - clock[-1]) < 2.0, 10.0)
+
+
+def _inventory(client, timeout_s: float = 5.0):
+    """One /manipulator/get_inventory answer, or None when none came within ``timeout_s``."""
+    from aichemist_interfaces.srv import GetInventory
+
+    done = threading.Event()
+    future = client.call_async(GetInventory.Request())
+    future.add_done_callback(lambda _f: done.set())
+    return future.result() if done.wait(timeout_s) else None
+
+
+def test_the_twin_world_survives_a_kill_9_of_the_node(launch, ros_probe, tmp_path):
+    """twin_state_path: a vial moved by PickPlace is still where it was put after the node's process
+    is SIGKILLed, respawned by the launcher, configured and activated again; the inventory service
+    answers with a typed error before configure and answers while inactive."""
+    import math
+    import os
+    import signal
+
+    from lifecycle_msgs.msg import Transition
+    from nav_msgs.msg import Odometry
+    from rclpy.action import ActionClient
+
+    from aichemist.errors import ResultCode
+    from aichemist_interfaces.action import PickPlace
+    from aichemist_interfaces.srv import GetInventory
+    from aichemist_nodes.node_base import STATE_QOS
+    from manipulation.layout import load_layout
+
+    layout = load_layout()
+    state_path = tmp_path / "robot_twin_state.json"
+    launcher = launch(_setup(tmp_path, node={"respawn": True, "respawn_delay_s": 0.2},
+                             twin_state_path=str(state_path)))
+    odoms: list[Odometry] = []
+    ros_probe.create_subscription(Odometry, "/manipulator/odom", odoms.append, STATE_QOS)
+    inventory = ros_probe.create_client(GetInventory, "/manipulator/get_inventory")
+    assert inventory.wait_for_service(timeout_sec=30.0)
+    res = _inventory(inventory, 10.0)
+    assert res is not None and res.code == ResultCode.CONFLICT and "not configured" in res.message
+
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    res = _inventory(inventory)  # inactive: answered (the planner asks right after starting)
+    assert res.code == 0 and dict(zip(res.slots, res.vials)) == layout.initial_vials and res.held_vial == ""
+    assert state_path.is_file()  # written at configure
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    pick = ActionClient(ros_probe, PickPlace, "/manipulator/pick_place")
+    assert pick.wait_for_server(timeout_sec=30.0)
+    res = _send(pick, PickPlace.Goal(source_station="reagent_rack", source_slot="A2",
+                                     target_station="hplc_autosampler", target_slot="B3"))
+    assert res.code == 0 and res.vial_id == "vial_r02", res.message
+    expected = {k: v for k, v in layout.initial_vials.items() if k != "reagent_rack/A2"}
+    expected["hplc_autosampler/B3"] = "vial_r02"
+    res = _inventory(inventory)
+    assert res.code == 0 and dict(zip(res.slots, res.vials)) == expected
+
+    old_pid = launcher.pid("manipulator_node")
+    os.kill(old_pid, signal.SIGKILL)  # kill -9: no clean shutdown, nothing saved on the way out
+    assert wait_for(lambda: launcher.pid("manipulator_node") not in (None, old_pid), 30.0), "not respawned"
+    # the new process answers (unconfigured) once the probe has discovered it
+    answers: list = []
+    assert wait_for(lambda: answers.append(_inventory(inventory, 1.0)) or
+                    (answers[-1] is not None and answers[-1].code == ResultCode.CONFLICT), 60.0)
+    odoms.clear()
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_CONFIGURE)
+    res = _inventory(inventory)
+    assert res.code == 0, res.message
+    assert dict(zip(res.slots, res.vials)) == expected and res.held_vial == "" and res.held_from == ""
+    assert change_state(ros_probe, "manipulator_node", Transition.TRANSITION_ACTIVATE)
+    # the robot restarts where the transfer left it (at the autosampler), not at the charging dock
+    assert wait_for(lambda: len(odoms) > 2, 15.0)
+    dock = layout.station("hplc_autosampler").dock_pose()
+    p = odoms[-1].pose.pose.position
+    assert math.hypot(p.x - dock.x, p.y - dock.y) < 0.05
+    # and it works on from there: the vial goes back
+    res = _send(pick, PickPlace.Goal(source_station="hplc_autosampler", source_slot="B3",
+                                     target_station="reagent_rack", target_slot="A2"))
+    assert res.code == 0 and res.vial_id == "vial_r02", res.message
+    res = _inventory(inventory)
+    assert dict(zip(res.slots, res.vials)) == layout.initial_vials

@@ -37,6 +37,7 @@ def _setup(tmp_path: pathlib.Path) -> pathlib.Path:
     twin = REPO / "config" / "twin"
     manip = yaml.safe_load((twin / "manipulator_node.yaml").read_text())["manipulator_node"]["ros__parameters"]
     manip.update(localiser="perception_service", pace_with="wall", twin_real_time_factor=40.0, twin_seed=3,
+                 twin_state_path=str(tmp_path / "robot_twin_state.json"),
                  wrist_camera_rate_hz=5.0, wrist_camera_width=640, wrist_camera_height=480)
     (params_dir / "manipulator_node.yaml").write_text(yaml.safe_dump({"manipulator_node": {"ros__parameters": manip}}))
 

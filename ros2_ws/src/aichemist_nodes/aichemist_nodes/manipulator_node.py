@@ -3,6 +3,9 @@
 Actions (aichemist_interfaces):
   /manipulator/navigate_to_station  NavigateToStation  drive to a station and re-localise on it
   /manipulator/pick_place           PickPlace          move a vial from one rack slot to another
+Service:
+  /manipulator/get_inventory        GetInventory       where the robot believes every vial is, and what it
+                                                       holds (answered once configured, inactive too)
 Topics: /manipulator/joint_states (sensor_msgs/JointState, arm + fingers),
         /manipulator/odom (nav_msgs/Odometry: the base pose the robot believes, frame "map"),
         /manipulator/vial_transfers (VialTransfer: each vial placed; the twin moves its contents).
@@ -20,6 +23,13 @@ clock, or (``pace_with: ros_clock`` + ``use_sim_time``) against twin_node's /clo
 shares the lab's simulated timeline; joint states and odometry carry that time. The localiser is the twin's ground truth
 plus the fiducial pipeline's noise (``twin_ground_truth``) or the perception node's
 /perception/locate_station service (``perception_service``).
+
+The twin's world outlives the process when ``twin_state_path`` is set: the robot twin's world
+(each vial's slot and pose, the base's true pose, the vial in the gripper) is saved atomically
+there when a pick or a place finishes, when a vial is lost, at the end of every goal and at
+cleanup, and loaded at configure. A respawned node (after a kill -9) so finds the vials where they
+were; a vial that was in the gripper stands back in the slot it was picked from, and the robot's
+belief (inventory, odometry) restarts from the restored world.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import time  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
-from pydantic import Field  # noqa: E402
+from pydantic import Field, field_validator  # noqa: E402
 
 from aichemist.errors import (AIChemistError, Cancelled, ConflictError, EmergencyStop, PerceptionError,  # noqa: E402
                               error_from_result)
@@ -64,6 +74,18 @@ class ManipulatorNodeParams(Params):
         description="arm joints (rad) in which the wrist camera sees a station's tag from the pre-dock and "
                     "the dock pose; used with localiser: perception_service")
     wrist_camera_height: int = Field(480, ge=16, le=960)
+    twin_state_path: str = Field(
+        "", description="JSON file the robot twin's world (vial slots, base pose, held vial) is saved to after "
+                        "each pick/place and goal and restored from at configure; empty = none (start from the "
+                        "layout's initial vials at start_station)")
+
+    @field_validator("twin_state_path")
+    @classmethod
+    def _substituted(cls, value: str) -> str:
+        if "${" in value:
+            raise ValueError(f"'{value}' holds an unsubstituted launch argument (start it through a manifest "
+                             "that defines it, or give a path)")
+        return value
 
 
 class PacedSimClock:
@@ -187,14 +209,21 @@ class ManipulatorNode(HardwareNode):
                                                   QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         self._timer = None
         self.camera_streams = None
+        self._save_lock = threading.Lock()
+        from aichemist_interfaces.srv import GetInventory
+
+        # served in every state: before configure it answers with a typed error
+        self.inventory_srv = self.create_service(GetInventory, "/manipulator/get_inventory", self._get_inventory,
+                                                 callback_group=self.cb_group)
 
     # --- lifecycle hooks ----------------------------------------------------------------------
     def configure_core(self, params: ManipulatorNodeParams) -> None:
         from aichemist.errors import ConfigurationError
         from manipulation.layout import load_layout
         from manipulation.planning import make_planner
-        from manipulation.skills import Skills
+        from manipulation.skills import Inventory, Skills
         from sim.robot_twin import RobotTwin, TwinArm, TwinBase, TwinGripper, TwinLocaliser
+        from sim.robot_twin_state import load_world_state
 
         layout = load_layout(params.layout_path or None)
         if params.start_station not in layout.station_names():
@@ -202,13 +231,33 @@ class ManipulatorNode(HardwareNode):
                                      f"({', '.join(layout.station_names())})")
         planner = make_planner(params.planner_backend)
         self.twin = RobotTwin(layout, seed=params.twin_seed, start_station=params.start_station)
+        inventory = None
+        saved = load_world_state(params.twin_state_path) if params.twin_state_path else None
+        if saved is not None:
+            self.twin.restore_world(saved, source=f"robot world state {params.twin_state_path}")
+            # the belief restarts from the restored world (the held vial is back in its slot)
+            inventory = Inventory(self.twin.world_state().slots())
+            b = saved.base_pose
+            self.get_logger().info(
+                f"restored the robot twin's world from {params.twin_state_path}: base at ({b.x:.2f}, {b.y:.2f}, "
+                f"{b.yaw:.2f}), {len(inventory.slots)} vials in slots"
+                + (f", '{saved.held_vial}' (held) put back in {saved.held_from}" if saved.held_vial else ""))
         self.clock_sim = (RosClockPacedSimClock(self.twin, self) if params.pace_with == "ros_clock"
                           else PacedSimClock(self.twin, params.twin_real_time_factor))
         localiser = (TwinLocaliser(self.twin) if params.localiser == "twin_ground_truth"
                      else ServiceLocaliser(self, params.locate_timeout_s))
         self.skills = Skills(layout, planner, TwinArm(self.twin), TwinGripper(self.twin), TwinBase(self.twin),
-                             localiser, self.clock_sim, should_stop=self._should_stop,
-                             look_q=params.wrist_camera_look_q if params.localiser == "perception_service" else None)
+                             localiser, self.clock_sim, should_stop=self._should_stop, inventory=inventory,
+                             look_q=params.wrist_camera_look_q if params.localiser == "perception_service" else None,
+                             on_inventory_change=self._save_world)
+        if params.twin_state_path:
+            # written now, so an unwritable path fails the configure instead of the first transfer
+            try:
+                self._write_world(params.twin_state_path)
+            except OSError as exc:
+                raise ConfigurationError(f"twin_state_path={params.twin_state_path!r} cannot be written: {exc}",
+                                         problems=[{"field": "twin_state_path", "value": params.twin_state_path,
+                                                    "limit": None, "message": str(exc)}]) from None
         from rclpy.clock import Clock, ClockType
 
         # a wall-clock rate: with sim time at 20x a sim-time timer would publish 20x as often
@@ -228,6 +277,8 @@ class ManipulatorNode(HardwareNode):
                                           self._execute_pick_place, cancel_callback=self._accept_cancel)
 
     def cleanup_core(self) -> None:
+        if self.skills is not None:  # configured: the world as it is now (not after a failed restore)
+            self._save_world()
         if self.camera_streams is not None:
             self.camera_streams.stop()
             self.camera_streams = None
@@ -241,6 +292,37 @@ class ManipulatorNode(HardwareNode):
             self._timer = None
         self.skills = None
         self.twin = None
+
+    # --- the twin's world on disk, the inventory service -----------------------------------------------
+    def _write_world(self, path: str) -> None:
+        from sim.robot_twin_state import save_world_state
+
+        with self._save_lock:
+            save_world_state(path, self.twin.world_state())
+
+    def _save_world(self) -> None:
+        """Save the robot twin's world to ``twin_state_path`` (if set); a failure is logged, the goal goes on."""
+        path = self.params.twin_state_path if self.params is not None else ""
+        if not path or self.twin is None:
+            return
+        try:
+            self._write_world(path)
+        except Exception as exc:  # noqa: BLE001 - the robot works on; only the restart memory is stale
+            self.get_logger().error(f"could not save the robot twin's world to {path}: {exc!r}")
+
+    def _get_inventory(self, _request: Any, response: Any) -> Any:
+        skills = self.skills
+        if skills is None:
+            return set_error(response, ConflictError(
+                f"{self.get_name()}: not configured (state '{self._state_machine.current_state[1]}'); "
+                "no inventory yet"))
+        inv = skills.inventory_snapshot()
+        keys = sorted(inv.slots)
+        response.slots, response.vials = keys, [inv.slots[k] for k in keys]
+        response.held_vial = inv.held or ""
+        response.held_from = (inv.held_from or "") if inv.held is not None else ""
+        response.code, response.error_type, response.message = 0, "", "ok"
+        return response
 
     def safe_state(self) -> None:
         """Halt the arm and the base now (running goals see the stop at their next control step)."""
@@ -304,6 +386,7 @@ class ManipulatorNode(HardwareNode):
             goal_handle.abort()
         finally:
             self._goal = None
+            self._save_world()  # where the goal left the robot and the vials (cancelled, failed or done)
             self._busy.release()
         return result
 
