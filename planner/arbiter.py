@@ -132,10 +132,19 @@ class VialTracker:
         if moved:
             self.positions[transfer.vial] = (transfer.to_station, transfer.to_slot)
 
-    def release_owner(self, owner: str) -> None:
-        """A task ended: its logical vials are no longer bound (the vials stay where they are)."""
+    def release_owner(self, owner: str, home: str = "") -> list[str]:
+        """A task ended: its logical vials are no longer bound (the vials stay where they are).
+        Returns the vials it leaves away from ``home`` (the rack), for the planner to tidy up."""
+        stray = []
         for key in [k for k in self.bindings if k.startswith(owner + ":")]:
-            del self.bindings[key]
+            vial = self.bindings.pop(key)
+            if home and self.positions.get(vial, (home, ""))[0] != home:
+                stray.append(vial)
+        return stray
+
+    def adopt(self, owner: str, logical: str, vial: str) -> None:
+        """Bind ``vial`` to ``owner``'s logical name (a tidy-up task taking over a stray vial)."""
+        self.bindings[f"{owner}:{logical}"] = vial
 
     def where(self, owner: str, logical: str) -> Optional[tuple[str, str]]:
         vial = self.bindings.get(f"{owner}:{logical}")
@@ -146,8 +155,9 @@ class LabArbiter:
     """Resources and vial slots shared by every executor of the lab (thread-safe)."""
 
     def __init__(self, capacities: dict[str, int] | None = None, vials: VialTracker | None = None,
-                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_change: Callable[[dict[str, Any]], None] | None = None, home: str = "") -> None:
         self.capacities = dict(capacities or {})
+        self.home = home                    # where vials belong between tasks (the rack)
         self.vials = vials
         self.on_change = on_change          # persist the vial state (called under the lock)
         self._lock = threading.Lock()
@@ -218,15 +228,27 @@ class LabArbiter:
                 self._changed()
         self._wake()
 
-    def forget(self, owner: str) -> None:
-        """``owner``'s run ended: drop its waiting steps and its vial bindings."""
+    def forget(self, owner: str) -> list[str]:
+        """``owner``'s run ended: drop its waiting steps and its vial bindings; returns the vials it
+        left away from the home station (``home``)."""
+        stray: list[str] = []
         with self._lock:
             for key in [k for k in self._waiting if k[0] == owner]:
                 del self._waiting[key]
             if self.vials is not None:
-                self.vials.release_owner(owner)
+                stray = self.vials.release_owner(owner, self.home)
                 self._changed()
         self._wake()
+        return stray
+
+    def adopt(self, owner: str, logical: str, vial: str) -> None:
+        with self._lock:
+            if self.vials is not None:
+                self.vials.adopt(owner, logical, vial)
+
+    def position(self, vial: str) -> Optional[tuple[str, str]]:
+        with self._lock:
+            return self.vials.positions.get(vial) if self.vials is not None else None
 
     def slot_of(self, owner: str, logical: str) -> Optional[tuple[str, str]]:
         with self._lock:

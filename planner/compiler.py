@@ -91,7 +91,7 @@ def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | N
              else float(worst_case_duration_s or 0.0))
     cond = conditions.model_dump() if conditions is not None else None
     fetch = Step(p + "fetch_vial", "fetch_vial", [lab.robot], d.move_vial_s,
-                 params={"vial_id": vial, "from_station": "vial_rack", "to_station": lab.reactor_station})
+                 params={"vial_id": vial, "from_station": lab.rack_station, "to_station": lab.reactor_station})
     run = Step(p + "run_flow", "run_flow", [lab.reactor_resource], run_s,
                params={"conditions": cond, "collect_vial": vial, "experiment_id": f"{prefix}e{index}"})
     move = Step(p + "move_vial", "move_vial", [lab.robot], d.move_vial_s, [run.id],
@@ -101,7 +101,7 @@ def experiment_steps(lab: LabProfile, index: int, conditions: FlowConditions | N
                            "conc_dfnb_fed_m": cond["conc_dfnb_m"] if cond else None})
     # the measured vial leaves the autosampler (a few slots) for the rack
     store = Step(p + "store_vial", "store_vial", [lab.robot], d.move_vial_s, [measure.id],
-                 params={"vial_id": vial, "from_station": lab.hplc_station, "to_station": "vial_rack"})
+                 params={"vial_id": vial, "from_station": lab.hplc_station, "to_station": lab.rack_station})
     if lab.analysis == "inline":
         steps = [run]
     elif lab.analysis == "hplc":

@@ -216,6 +216,7 @@ class Executor:
         self.arbiter = arbiter if arbiter is not None else LabArbiter(self.capacities)
         self.owner = owner
         self.priority = priority
+        self.left_behind: list[str] = []
         self._subscribers: list[Subscriber] = []
         self._cond = threading.Condition()
         self._paused = False
@@ -360,7 +361,7 @@ class Executor:
         for t in threads:
             t.join()
         unlisten()
-        self.arbiter.forget(owner)
+        self.left_behind = self.arbiter.forget(owner)  # vials the run leaves away from the rack
         for sid, st in state.items():
             if st == "pending":
                 st2 = "cancelled" if self._cancelled else "skipped"

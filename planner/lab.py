@@ -112,6 +112,7 @@ class LabProfile(Params):
     hplc: str = "hplc"
     reactor_station: str = "reactor_outlet"
     hplc_station: str = "hplc_autosampler"
+    rack_station: str = "vial_rack"   # where empty and measured vials wait between experiments
     #: the vials in the lab when the planner first starts, "station/slot" -> vial id (afterwards the
     #: planner's journal knows where they are)
     vials: dict[str, str] = Field(default_factory=dict)
@@ -128,7 +129,8 @@ class LabProfile(Params):
         for s in self.stations:
             if s.resource not in names:
                 problems.append(f"station {s.name!r}: resource {s.resource!r} is not a resource")
-        for what, value in (("reactor_station", self.reactor_station), ("hplc_station", self.hplc_station)):
+        for what, value in (("reactor_station", self.reactor_station), ("hplc_station", self.hplc_station),
+                            ("rack_station", self.rack_station)):
             if value not in stations:
                 problems.append(f"{what}={value!r} is not a station ({sorted(stations)})")
         reagents = {r.name for r in self.inventory}

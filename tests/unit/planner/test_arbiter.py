@@ -142,3 +142,28 @@ def test_concurrent_tasks_share_the_lab_without_double_booking_or_deadlock(tmp_p
     assert sorted(st for st, _ in arbiter.vials.positions.values()) == ["vial_rack"] * 6
     assert not arbiter.vials.reserved and not arbiter.vials.bindings and not arbiter.in_use()
     assert saved[-1]["positions"] == {v: list(p) for v, p in arbiter.vials.positions.items()}
+
+
+def test_a_failed_task_reports_the_vials_it_left_away_from_the_rack(tmp_path):
+    from aichemist.errors import DeviceError
+
+    lab = load_lab("default")
+    arbiter = LabArbiter({r.name: r.capacity for r in lab.resources}, tracker(lab), home=lab.rack_station)
+    devices = Devices()
+    devices.arbiter = arbiter
+    adapters = devices.adapters(lab)
+
+    def broken_reactor(step, ctx):
+        raise DeviceError("pump_dfnb: motor stalled")
+
+    ex = Executor({**adapters, "run_flow": broken_reactor}, StepJournal(tmp_path / "j.db"), clock=WallClock(),
+                  arbiter=arbiter, owner="t1")
+    with pytest.raises(DeviceError):
+        run_task("t1", {"kind": "flow_experiment", "conditions": GOOD}, lab, ex)
+    assert ex.left_behind == ["vial_r01"] and arbiter.position("vial_r01") == ("reactor_outlet", "A1")
+    # the planner's tidy-up adopts the stray vial and stores it
+    arbiter.adopt("t1/tidy", "vial_r01", "vial_r01")
+    tidy = Executor(adapters, StepJournal(tmp_path / "j.db"), clock=WallClock(), arbiter=arbiter, owner="t1/tidy")
+    tidy.run("t1/tidy", [Step("tidy", "store_vial", ["robot"], 1.0,
+                              params={"vial_id": "vial_r01", "from_station": "reactor_outlet", "to_station": "vial_rack"})])
+    assert arbiter.position("vial_r01")[0] == "vial_rack" and tidy.left_behind == []

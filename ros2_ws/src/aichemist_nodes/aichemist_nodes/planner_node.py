@@ -44,6 +44,7 @@ from aichemist_nodes.node_base import (DeviceActionClient, action_server, call_a
                                        error_fields, load_params, spin_node)
 from aichemist_nodes.ros_time import RosTimeClock
 from planner.arbiter import TRANSFER_OPS, LabArbiter, VialTracker
+from planner.compiler import Step
 from planner.executor import Executor, RetryPolicy, StepJournal
 from planner.journal import TaskJournal
 from planner.lab import load_lab
@@ -102,7 +103,8 @@ class PlannerNode(Node):
         vials = VialTracker.from_state(lab.vial_tracker_slots(), {"positions": saved.get("positions") or {
             v: where.split("/", 1) for where, v in lab.vials.items()}})
         self.arbiter = LabArbiter({r.name: r.capacity for r in lab.resources}, vials,
-                                  on_change=lambda state: self.steps_journal.put("lab", "vials", state))
+                                  on_change=lambda state: self.steps_journal.put("lab", "vials", state),
+                                  home=lab.rack_station)
         self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
@@ -188,6 +190,32 @@ class PlannerNode(Node):
                     "robot_duration_s": res.duration_s}
         return adapter
 
+    def _tidy(self, task_id: str, failed: Executor) -> None:
+        """A failed task's vials left at the reactor outlet or the autosampler go back to the rack
+        (before its failure is reported), so the slots are free for the tasks that follow."""
+        if not failed.left_behind or self.lab.analysis != "hplc_robot":
+            return
+        owner = f"{task_id}/tidy"
+        steps = []
+        for vial in failed.left_behind:
+            where = self.arbiter.position(vial)
+            if where is None:
+                continue
+            self.arbiter.adopt(owner, vial, vial)
+            d = self.lab.durations.move_vial_s
+            steps.append(Step(f"tidy.{vial}", "store_vial", [self.lab.robot], d,
+                              params={"vial_id": vial, "from_station": where[0], "to_station": self.lab.rack_station},
+                              timeout_s=d * self.lab.durations.timeout_factor + 30.0))
+        transfer = self._transfer(owner)
+        tidy = Executor({op: transfer for op in TRANSFER_OPS}, self.steps_journal, clock=self.clock,
+                        retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s),
+                        arbiter=self.arbiter, owner=owner, priority=failed.priority)
+        try:
+            tidy.run(owner, steps)
+            self.get_logger().info(f"task {task_id}: returned {', '.join(failed.left_behind)} to the rack")
+        except Exception as exc:  # noqa: BLE001 - reported; the vial stays where it is
+            self.get_logger().error(f"task {task_id}: could not return {failed.left_behind} to the rack: {exc}")
+
     def _relocalise(self, step: Any, ctx: Any, exc: Exception) -> None:
         """Recovery before retrying a transfer that failed to localise: dock at the source again."""
         t = ctx.transfer
@@ -259,6 +287,7 @@ class PlannerNode(Node):
             self.journal.finish(request.task_id, code=0, result=outcome)
             goal_handle.succeed()
         except Exception as exc:
+            self._tidy(request.task_id, executor)
             result.code, result.error_type, result.message = error_fields(exc)
             self.journal.finish(request.task_id, code=result.code, error_type=result.error_type,
                                 message=result.message)
