@@ -442,6 +442,8 @@ class Executor:
                     raise exc from None
                 recovery = self._recovery_for(exc)
                 backoff = self.retry.delay_s(attempt)
+                # the expired deadline must not cancel the back-off (the retry gets a new one)
+                self._deadlines[step.id] = float("inf")
                 try:
                     StepContext(step, self.clock, float("inf"), attempt, cancel, emit, results).sleep(backoff)
                     if recovery is not None:

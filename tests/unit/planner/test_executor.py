@@ -276,3 +276,21 @@ def test_a_step_cancelled_by_its_device_fails_the_run(journal):
         ex.run("r-dev", [Step("a", "run_flow", ["reactor"], 1.0), Step("b", "run_flow", ["reactor"], 1.0, ["a"])])
     assert journal.run_state("r-dev") == "failed"
     assert journal.steps("r-dev")["b"]["state"] == "skipped"
+
+
+def test_a_blocking_device_call_cancelled_at_its_deadline_is_retried_after_the_back_off(journal):
+    from aichemist.clock import WallClock
+
+    attempts = []
+
+    def device(step, ctx):  # blocks like a device action call, until done or cancelled
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            assert ctx.cancel.wait(10.0)
+            raise Cancelled("goal cancelled")
+        return {"ok": True}
+
+    ex = Executor({"x": device}, journal, clock=WallClock(), retry=RetryPolicy(max_attempts=2, backoff_s=0.3))
+    results = ex.run("r-block", [Step("a", "x", [], 0.1, timeout_s=0.2)])
+    assert results["a"] == {"ok": True} and attempts == [1, 2]
+    assert journal.steps("r-block")["a"]["attempts"] == 2
