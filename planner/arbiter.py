@@ -241,6 +241,18 @@ class LabArbiter:
         self._wake()
         return stray
 
+    def reconcile(self, positions: dict[str, tuple[str, str]]) -> list[str]:
+        """Replace the vial positions with what the robot reports (no task may be running); returns
+        the vials away from the home station."""
+        with self._lock:
+            if self.vials is None:
+                return []
+            fresh = VialTracker.from_state(self.vials.slots, {"positions": {v: list(p) for v, p in positions.items()}})
+            self.vials.positions = fresh.positions
+            self.vials.bindings.clear()
+            self._changed()
+            return sorted(v for v, (st, _) in fresh.positions.items() if self.home and st != self.home)
+
     def adopt(self, owner: str, logical: str, vial: str) -> None:
         with self._lock:
             if self.vials is not None:

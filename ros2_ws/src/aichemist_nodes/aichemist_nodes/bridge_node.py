@@ -54,6 +54,7 @@ class Running:
     last_phase: str = ""
     last_feedback_at: float = 0.0
     done: bool = False
+    planner: frozenset = frozenset()   # the planner instance the goal went to (its status publisher's gids)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -145,6 +146,7 @@ class BridgeNode(Node):
             self._drop(run, "lease lost before sending")
             return
         run.goal_uuid = goal_uuid
+        run.planner = self._planner_instance()
         goal = self._action_type.Goal(task_id=run.claim.id, task_json=run.claim.task_json)
         self.get_logger().info(f"task {run.claim.id}: sending to the planner (goal {goal_uuid}, "
                                f"attempt {run.claim.attempts})")
@@ -178,8 +180,27 @@ class BridgeNode(Node):
         if not self.get_result_client.service_is_ready():
             self._release_for_retry(run, "planner result service not ready")
             return
+        run.planner = self._planner_instance()
         request = self._action_type.Impl.GetResultService.Request(goal_id=_uuid_msg(run.goal_uuid or ""))
         self.get_result_client.call_async(request).add_done_callback(partial(self._on_resumed_result, run))
+
+    def _planner_instance(self) -> frozenset:
+        """Identifies the planner process serving the action (the gids of its status publisher)."""
+        infos = self.get_publishers_info_by_topic(f"{self.params.action_name}/_action/status")
+        return frozenset(bytes(i.endpoint_gid) for i in infos)
+
+    def _check_planner_restarts(self, runs: list[Running]) -> None:
+        """A goal sent to a planner process that has since died never gets a result: once a new
+        planner serves the action, ask it (it fails the task it lost, or the task is sent again)."""
+        current = self._planner_instance()
+        if not current or not self.get_result_client.service_is_ready():
+            return
+        for run in runs:
+            if run.done or not run.goal_uuid or not run.planner or run.planner & current:
+                continue
+            self.get_logger().warning(f"task {run.claim.id}: the planner that ran goal {run.goal_uuid} has "
+                                      f"gone; asking its successor")
+            self._resume(run)
 
     def _on_resumed_result(self, run: Running, future: Any) -> None:
         try:
@@ -262,6 +283,7 @@ class BridgeNode(Node):
     def _heartbeat(self) -> None:
         with self._lock:
             runs = list(self.running.values())
+        self._check_planner_restarts(runs)
         for run in runs:
             try:
                 held, cancel = store.heartbeat(self.db, run.claim.id, self.owner, self.params.lease_s)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from typing import Any, Literal
 
 from pydantic import Field
@@ -106,12 +107,81 @@ class PlannerNode(Node):
                                   on_change=lambda state: self.steps_journal.put("lab", "vials", state),
                                   home=lab.rack_station)
         self._ord = OrdRecorder(lab, self.params.records_dir) if self.params.records_dir else None
+        self._group = group
+        self._server = None
+        # the action is served only once the lab is known: what a previous planner left running is
+        # cancelled and the vials are where the robot says they are (tidied back to the rack)
+        threading.Thread(target=self._start_serving, args=(bool(failed or lost),), name="planner-start",
+                         daemon=True).start()
+
+    def _start_serving(self, after_crash: bool) -> None:
+        try:
+            if after_crash:
+                self._cancel_orphan_goals()
+            if self.lab.analysis == "hplc_robot":
+                self._reconcile_vials()
+        except Exception as exc:  # noqa: BLE001 - serve anyway, with what the journal knows
+            self.get_logger().error(f"lab reconciliation failed ({type(exc).__name__}: {exc}); using the journal's "
+                                    f"vial positions")
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
                                      goal_callback=lambda _g: GoalResponse.ACCEPT,
-                                     cancel_callback=self._on_cancel, callback_group=group,
+                                     cancel_callback=self._on_cancel, callback_group=self._group,
                                      # tasks are few and long: keep results for a bridge takeover
                                      result_timeout=self.params.result_keep_s)
-        self.get_logger().info(f"planner ready: /planner/execute_task (lab {lab.name}, analysis {lab.analysis})")
+        self.get_logger().info(f"planner ready: /planner/execute_task (lab {self.lab.name}, "
+                               f"analysis {self.lab.analysis})")
+
+    def _call_service(self, srv_type: Any, name: str, request: Any, timeout_s: float) -> Any:
+        client = self.create_client(srv_type, name, callback_group=self._group)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                return None
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _f: done.set())
+            return future.result() if done.wait(timeout_s) else None
+        finally:
+            self.destroy_client(client)
+
+    def _cancel_orphan_goals(self) -> None:
+        """The previous planner died: stop whatever it left running on the devices (a cancel
+        request with a zero goal id and stamp cancels all of a server's goals)."""
+        from action_msgs.srv import CancelGoal
+
+        actions = [self.params.flow_action, self.params.hplc_action]
+        if self.lab.analysis == "hplc_robot":
+            actions.append(self.params.pick_place_action)
+        for action in actions:
+            answer = self._call_service(CancelGoal, f"{action}/_action/cancel_goal", CancelGoal.Request(), 10.0)
+            n = len(answer.goals_canceling) if answer is not None else 0
+            self.get_logger().warn(f"after a restart: cancelled {n} goal(s) left running on {action}"
+                                   if answer is not None else f"after a restart: {action} did not answer a cancel")
+
+    def _reconcile_vials(self) -> None:
+        """Take the vial positions from the robot (it knows where it put them); a vial in its
+        gripper counts as in the slot it came from; vials away from the rack are returned."""
+        from aichemist_interfaces.srv import GetInventory
+
+        answer = self._call_service(GetInventory, "/manipulator/get_inventory", GetInventory.Request(),
+                                    self.params.server_timeout_s)
+        if answer is None or answer.code != 0:
+            self.get_logger().warn("the robot did not say where the vials are; using the journal's positions"
+                                   + (f" ({answer.error_type}: {answer.message})" if answer is not None else ""))
+            return
+        by_robot_name = {st.robot_name: st.name for st in self.lab.stations if st.slots}
+        robot_view = dict(zip(answer.slots, answer.vials))
+        if answer.held_vial and answer.held_from:
+            robot_view[answer.held_from] = answer.held_vial
+        positions = {}
+        for where, vial in robot_view.items():
+            station, _, slot = where.partition("/")
+            if station in by_robot_name:
+                positions[vial] = (by_robot_name[station], slot)
+        stray = self.arbiter.reconcile(positions)
+        self.get_logger().info(f"vials from the robot: {len(positions)} known"
+                               + (f"; returning {', '.join(stray)} to the rack" if stray else ""))
+        if stray:
+            self._tidy("startup", stray, priority=-1)
 
     def _on_cancel(self, goal_handle: Any) -> CancelResponse:
         executor = self._executors.get(goal_handle.request.task_id)
@@ -190,14 +260,14 @@ class PlannerNode(Node):
                     "robot_duration_s": res.duration_s}
         return adapter
 
-    def _tidy(self, task_id: str, failed: Executor) -> None:
-        """A failed task's vials left at the reactor outlet or the autosampler go back to the rack
+    def _tidy(self, task_id: str, vials: list[str], priority: int) -> None:
+        """Vials a failed task left at the reactor outlet or the autosampler go back to the rack
         (before its failure is reported), so the slots are free for the tasks that follow."""
-        if not failed.left_behind or self.lab.analysis != "hplc_robot":
+        if not vials or self.lab.analysis != "hplc_robot":
             return
         owner = f"{task_id}/tidy"
         steps = []
-        for vial in failed.left_behind:
+        for vial in vials:
             where = self.arbiter.position(vial)
             if where is None:
                 continue
@@ -209,12 +279,12 @@ class PlannerNode(Node):
         transfer = self._transfer(owner)
         tidy = Executor({op: transfer for op in TRANSFER_OPS}, self.steps_journal, clock=self.clock,
                         retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s),
-                        arbiter=self.arbiter, owner=owner, priority=failed.priority)
+                        arbiter=self.arbiter, owner=owner, priority=priority)
         try:
-            tidy.run(owner, steps)
-            self.get_logger().info(f"task {task_id}: returned {', '.join(failed.left_behind)} to the rack")
+            tidy.run(f"{owner}/{int(self.clock.now() * 1000)}", steps)
+            self.get_logger().info(f"{task_id}: returned {', '.join(vials)} to the rack")
         except Exception as exc:  # noqa: BLE001 - reported; the vial stays where it is
-            self.get_logger().error(f"task {task_id}: could not return {failed.left_behind} to the rack: {exc}")
+            self.get_logger().error(f"{task_id}: could not return {vials} to the rack: {exc}")
 
     def _relocalise(self, step: Any, ctx: Any, exc: Exception) -> None:
         """Recovery before retrying a transfer that failed to localise: dock at the source again."""
@@ -287,7 +357,7 @@ class PlannerNode(Node):
             self.journal.finish(request.task_id, code=0, result=outcome)
             goal_handle.succeed()
         except Exception as exc:
-            self._tidy(request.task_id, executor)
+            self._tidy(request.task_id, executor.left_behind, executor.priority)
             result.code, result.error_type, result.message = error_fields(exc)
             self.journal.finish(request.task_id, code=result.code, error_type=result.error_type,
                                 message=result.message)
