@@ -12,8 +12,6 @@ import pytest
 
 from aichemist.clock import SimClock
 from aichemist.errors import ConfigurationError
-from manipulation.layout import load_layout
-from manipulation.planning import EmbeddedPlanner
 
 pytest.importorskip("mujoco")
 pytest.importorskip("pinocchio")
@@ -21,16 +19,6 @@ pytest.importorskip("pinocchio")
 from manipulation.skills import Inventory, Skills  # noqa: E402
 from sim.robot_twin import RobotTwin, TwinArm, TwinBase, TwinGripper, TwinLocaliser  # noqa: E402
 from sim.robot_twin_state import RobotWorldState, load_world_state, save_world_state  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def layout():
-    return load_layout()
-
-
-@pytest.fixture(scope="module")
-def planner():
-    return EmbeddedPlanner()
 
 
 def make(layout, planner, twin, inventory=None, on_change=None):

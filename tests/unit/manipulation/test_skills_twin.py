@@ -11,25 +11,13 @@ from aichemist.clock import SimClock
 from aichemist.errors import EmergencyStop, NotFoundError
 from manipulation.errors import GraspFailed, GripperNotEmpty, SlotEmpty, SlotOccupied, UnknownSlot, UnknownStation
 from manipulation.hardware import StationFix
-from manipulation.layout import load_layout
 from manipulation.navigation import BaseRoutePlanner, footprint_collides
-from manipulation.planning import EmbeddedPlanner
 
 pytest.importorskip("mujoco")
 pytest.importorskip("pinocchio")
 
 from sim.robot_twin import RobotTwin, TwinArm, TwinBase, TwinGripper, TwinLocaliser  # noqa: E402
 from manipulation.skills import Skills  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def layout():
-    return load_layout()
-
-
-@pytest.fixture(scope="module")
-def planner():
-    return EmbeddedPlanner()
 
 
 def make(layout, planner, seed=0, localiser=None, should_stop=None):
