@@ -403,7 +403,10 @@ def create_app(database_url: str, settings: BridgeSettings | None = None, *, mig
     task_defs = task_schema.pop("$defs", {})
     task_schema.pop("$id", None)
     task_schema = _rewrite_refs(task_schema)
-    task_body = {"security": [{"HTTPBearer": []}], "parameters": SUBMIT_PARAMETERS, "requestBody": {"required": True, "content": {"application/json": {
+    # the route declares no FastAPI parameters (see _submit_params): its security entry and
+    # parameters are written into the OpenAPI operation here, as FastAPI wrote them before
+    task_body = {"security": [{"HTTPBearer": []}], "parameters": SUBMIT_PARAMETERS,
+                 "requestBody": {"required": True, "content": {"application/json": {
         "schema": task_schema,
         "examples": {"flow_experiment": {"summary": "one SnAr flow experiment", "value": EXAMPLE_TASK},
                      "campaign": {"summary": "a closed-loop optimisation", "value": EXAMPLE_CAMPAIGN},
