@@ -27,6 +27,7 @@ Model:
 - Collection: whatever reaches the valve goes to the vial at the valve's position (or waste);
   each vial accumulates moles and volume. When a vial stops receiving, its contents can be handed
   to the chromatograph emulator (``load_sample``), standing in for the robot carrying the vial.
+  The vials outlive a restart of the twin (``state_dict`` / ``load_state_dict``).
 
 ``ReactorPhysics`` is the pure model (flows and temperature in, concentrations and pressure out);
 ``FlowReactorTwin`` is the twin subsystem that reads the pump/thermostat/valve emulators and
@@ -313,6 +314,7 @@ class FlowReactorTwin:
                                                             5: "vial_4", 6: "vial_5"})
         self.step_emulators = step_emulators
         self._last_collecting: int | None = None
+        self.state_revision = 0  # counts vial events (a collection starts or ends): see state_dict
         self.pressure_history: list[tuple[float, float]] = []  # (t_s, bar), for interlock tests
         self.history_limit = 20000
 
@@ -354,6 +356,8 @@ class FlowReactorTwin:
         collecting = position if position in self.collect_positions else None
         if self._last_collecting is not None and collecting != self._last_collecting:
             self._hand_over_vial(self._last_collecting)
+        if collecting != self._last_collecting:
+            self.state_revision += 1
         self._last_collecting = collecting
 
     def _hand_over_vial(self, position: int) -> None:
@@ -366,6 +370,20 @@ class FlowReactorTwin:
     def vial_contents(self, position: int) -> dict[str, float]:
         vial = self.physics.vials.get(position)
         return vial.concentrations_m() if vial else {s: 0.0 for s in SPECIES}
+
+    # --- state across a twin restart (sim.lab_twin.TwinStateStore) ---------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The collection vials by valve position (moles per species, volume): the chemistry a
+        restarted twin must still hold. The fluid in the lines, the pressure and the devices are
+        not kept: they restart in their power-on state (lines full of solvent, pumps stopped)."""
+        return {"vials": {str(position): {"moles": {s: float(n) for s, n in zip(SPECIES, vial.moles)},
+                                          "volume_ml": float(vial.volume_ml)}
+                          for position, vial in self.physics.vials.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.physics.vials = {
+            int(position): Vial(np.array([float(v["moles"].get(s, 0.0)) for s in SPECIES]), float(v["volume_ml"]))
+            for position, v in dict(state.get("vials") or {}).items()}
 
     def inject(self, fault: str, **kw: Any) -> None:
         self.physics.inject(fault, **kw)

@@ -5,7 +5,8 @@ injects from the vial at an autosampler position. ``VialHandOver`` joins them th
 transfers (``on_transfer``, from manipulator_node's /manipulator/vial_transfers in the twin): a vial
 taken from a reactor outlet slot and placed in an autosampler slot brings the contents it was
 filled with; a vial taken out of the autosampler leaves that position empty, so measuring a slot
-the robot did not fill finds no sample.
+the robot did not fill finds no sample. The vials on their way (``carried``) outlive a restart of
+the twin (``state_dict`` / ``load_state_dict``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ class VialHandOver:
         self.reactor.chromatograph = None  # no shortcut: the vial goes nowhere unless the robot takes it
         self.carried: dict[str, dict[str, float]] = {}  # vial id -> contents, while it is on its way
         self.log: list[tuple[str, str, str]] = []
+        self.state_revision = 0  # counts transfers (see state_dict)
+
+    # --- state across a twin restart (sim.lab_twin.TwinStateStore) ----------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The vials on their way (taken from a slot this hand-over tracks, not yet placed in one)."""
+        with self._lock:
+            return {"carried": {vial: dict(contents) for vial, contents in self.carried.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.carried = {str(vial): {s: float(c) for s, c in dict(contents).items()}
+                            for vial, contents in dict(state.get("carried") or {}).items()}
 
     def on_transfer(self, vial_id: str, source_station: str, source_slot: str, target_station: str,
                     target_slot: str) -> None:
@@ -60,3 +73,4 @@ class VialHandOver:
                 self.log.append((vial_id, f"{source_station}/{source_slot}", f"{target_station}/{target_slot}"))
             elif contents:
                 self.carried[vial_id] = contents
+            self.state_revision += 1

@@ -17,6 +17,9 @@ Physics:
   absorbance area is proportional to the vial's concentration (Beer-Lambert in the detector);
 - baseline noise comes from the detector emulator (shot and read noise, seeded), plus a slow drift.
 
+State: ``state_dict()`` / ``load_state_dict()`` keep the rack (vial names, positions, contents)
+across a restart of the twin.
+
 Faults: route any fault to one part with ``inject(fault, part="detector", **kw)`` (default part:
 the detector), e.g. ``inject("no_reply", part="injector")``. ``slow_reply`` (``delay_s``, wall
 seconds) makes a part's answers come late, as a slow link or a host that is late to read them does;
@@ -66,6 +69,7 @@ class OnlineHPLCEmulator:
         self._last_withdrawn_ml = 0.0
         self._last_injector = self.injector.position
         self._reply_delay_s: dict[str, float] = {}
+        self.state_revision = 0  # counts vials placed (see state_dict)
 
     @property
     def emulators(self) -> dict[str, Any]:
@@ -84,7 +88,20 @@ class OnlineHPLCEmulator:
             position = free[0]
             self.vial_positions[vial_id] = position
         self.vials[position] = {s: float(c) for s, c in conc_m.items()}
+        self.state_revision += 1
         return position
+
+    # --- state across a twin restart (sim.lab_twin.TwinStateStore) ---------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The autosampler: which vial name is at which position and what each vial holds.
+        Runs in progress and the devices' states are not kept (power-on state after a restart)."""
+        return {"vial_positions": dict(self.vial_positions),
+                "vials": {str(position): dict(conc) for position, conc in self.vials.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.vial_positions.update({str(k): int(v) for k, v in dict(state.get("vial_positions") or {}).items()})
+        self.vials = {int(position): {s: float(c) for s, c in dict(conc).items()}
+                      for position, conc in dict(state.get("vials") or {}).items()}
 
     def loop_contents(self) -> dict[str, float]:
         """What the loop holds now (mol/L): the selected vial once enough has been drawn."""

@@ -9,7 +9,13 @@
 - service /twin/inject_fault (TwinInjectFault): faults into an emulator or a subsystem (tests,
   demos of the interlocks across processes);
 - with ``robot_carries_vials``, collected vials reach the HPLC's autosampler only when the robot
-  places them there (subscribes /manipulator/vial_transfers; sim.vial_hand_over).
+  places them there (subscribes /manipulator/vial_transfers; sim.vial_hand_over);
+- with ``state_path``, the twin outlives its process (``sim.lab_twin.TwinStateStore``): simulated
+  time and the vials (collection vials, the autosampler's rack, vials the robot carries) are
+  written atomically every ``state_save_period_s`` of wall time (from the runner thread) and on
+  each vial event, and restored at start. A respawned twin resumes /clock at the saved time plus
+  the longest the save can lag (so no node's ROS time goes backwards) and serves its ports again
+  at the same links; its devices are in their power-on state (pumps stopped, valves home).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from aichemist.errors import AIChemistError, ValidationError
 from aichemist_interfaces.srv import TwinInjectFault
 from aichemist_nodes.node_base import declare_params, load_params, set_error, spin_node
-from sim.lab_twin import LabTwin, RealTimeRunner, TwinParams, default_twin_dir
+from sim.lab_twin import LabTwin, RealTimeRunner, TwinParams, TwinStateStore, default_twin_dir
 from sim.pty_host import PtyHost
 
 
@@ -36,7 +42,32 @@ class TwinNode(Node):
         self.twin_dir = self.params.twin_dir or default_twin_dir()
         os.makedirs(self.twin_dir, exist_ok=True)
         self.twin = LabTwin.from_config(self.params.subsystems, max_step_s=self.params.max_step_s)
+        self.hand_over = None
+        if self.params.robot_carries_vials:
+            from sim.vial_hand_over import VialHandOver
+
+            self.hand_over = VialHandOver(self.twin.subsystems, self.params.vial_hand_over, lock=self.twin._lock)
+        self.runner = RealTimeRunner(self.twin, self.params.real_time_factor, 1.0 / self.params.clock_rate_hz,
+                                     on_tick=self._publish_clock)
+        self.state_store = None
+        if self.params.state_path:
+            rtf, period = self.params.real_time_factor, self.params.state_save_period_s
+            self.state_store = TwinStateStore(self.params.state_path, self.twin, {"vial_hand_over": self.hand_over},
+                                              period_s=period, max_sim_gap_s=rtf * period,
+                                              max_tick_advance_s=self.runner.max_advance_s)
+            state = self.state_store.load()
+            if state is not None:
+                resumed = self.state_store.restore(state)
+                self.get_logger().warn(
+                    f"restarted: resuming at t = {resumed:.1f} s (saved {state['t_s']:.1f} s + at most "
+                    f"{state.get('resume_margin_s', 0.0):.1f} s it could lag); vials restored from "
+                    f"{self.params.state_path}; devices in their power-on state")
+            self.runner.state_store = self.state_store
         self.hosts = []
+        for name in self.twin.emulators:
+            link = os.path.join(self.twin_dir, name)
+            if os.path.islink(link):  # a killed predecessor's link: its pty is gone
+                os.unlink(link)
         for name, emulator in self.twin.emulators.items():
             host = PtyHost(emulator, os.path.join(self.twin_dir, name)).start()
             self.hosts.append(host)
@@ -44,18 +75,14 @@ class TwinNode(Node):
         clock_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", clock_qos)
         self.create_service(TwinInjectFault, "/twin/inject_fault", self._on_inject_fault)
-        self.hand_over = None
-        if self.params.robot_carries_vials:
+        if self.hand_over is not None:
             from aichemist_interfaces.msg import VialTransfer
-            from sim.vial_hand_over import VialHandOver
 
-            self.hand_over = VialHandOver(self.twin.subsystems, self.params.vial_hand_over, lock=self.twin._lock)
             self.create_subscription(VialTransfer, "/manipulator/vial_transfers", self._on_vial_transfer,
                                      QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        self.runner = RealTimeRunner(self.twin, self.params.real_time_factor,
-                                     1.0 / self.params.clock_rate_hz, on_tick=self._publish_clock).start()
-        self.get_logger().info(f"twin running at {self.params.real_time_factor:g}x real time, "
-                               f"ports in {self.twin_dir}")
+        self.runner.start()
+        self.get_logger().info(f"twin running at {self.params.real_time_factor:g}x real time from "
+                               f"t = {self.twin.now():.1f} s, ports in {self.twin_dir}")
 
     def _on_inject_fault(self, request, response):  # noqa: ANN001
         try:
@@ -76,6 +103,11 @@ class TwinNode(Node):
     def _on_vial_transfer(self, msg) -> None:  # noqa: ANN001
         self.hand_over.on_transfer(msg.vial_id, msg.source_station, msg.source_slot, msg.target_station,
                                    msg.target_slot)
+        if self.state_store is not None:  # a vial event: on disk before anything else happens
+            try:
+                self.state_store.save()
+            except OSError as exc:
+                self.get_logger().error(f"twin state: cannot write {self.state_store.path}: {exc}")
         self.get_logger().info(f"robot moved {msg.vial_id}: {msg.source_station}/{msg.source_slot} -> "
                                f"{msg.target_station}/{msg.target_slot}")
 
