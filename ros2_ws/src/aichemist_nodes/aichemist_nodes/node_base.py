@@ -7,25 +7,34 @@ exceptions to result codes with ``set_error``. Everything here is ROS plumbing o
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import os
 import sys
 import threading
+import time
 import traceback
 import typing
 from typing import Any, Callable, Optional
 
 import rclpy
+from action_msgs.msg import GoalInfo, GoalStatus, GoalStatusArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.action import ActionClient
+from rclpy.action import ActionClient, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
                               ParameterUninitializedException)
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.event_handler import PublisherEventCallbacks
+from rclpy.executors import (ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor,
+                             await_or_execute)
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_action_status_default, qos_profile_services_default)
+from rclpy.waitable import NumberOfEntities, Waitable
 
 from aichemist.errors import (AIChemistError, Cancelled, CommunicationTimeout, ConfigurationError,
                               ConflictError, EmergencyStop, ResultCode, StepTimeout, error_from_result)
@@ -39,9 +48,8 @@ ESTOP_TOPIC = "/safety/estop"
 ESTOP_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
-#: Seconds an action server keeps a finished goal's result. rclpy republishes the status of
-#: every kept goal on each change, so a long timeout makes each call O(recent goals); our clients
-#: fetch the result as soon as the goal is accepted, so a short one loses nothing.
+#: Seconds a device action server keeps a finished goal's result: our clients fetch the result as
+#: soon as the goal is accepted, so a short time loses nothing and keeps the goal table small.
 ACTION_RESULT_TIMEOUT_S = 1
 
 #: QoS for state topics published at a rate (latest value matters, not every sample).
@@ -172,13 +180,337 @@ def publish_estop(node: Node, publisher: Any, estop: bool, source: str, reason: 
 
 # --- actions -----------------------------------------------------------------------------
 def action_server(node: Node, action_type: Any, name: str, execute: Callable[[Any], Any], **kwargs: Any) -> Any:
-    """An ActionServer with the stack's defaults: reentrant callbacks (cancel is served while a
-    goal runs) and a short result timeout (see ACTION_RESULT_TIMEOUT_S)."""
-    from rclpy.action import ActionServer
-
+    """A ``DeviceActionServer`` with the stack's defaults: reentrant callbacks (cancel is served
+    while a goal runs) and a short result timeout (see ACTION_RESULT_TIMEOUT_S)."""
     kwargs.setdefault("callback_group", ReentrantCallbackGroup())
     kwargs.setdefault("result_timeout", ACTION_RESULT_TIMEOUT_S)
-    return ActionServer(node, action_type, name, execute, **kwargs)
+    return DeviceActionServer(node, action_type, name, execute, **kwargs)
+
+
+#: Finished goals listed in each status message besides the active ones (see DeviceActionServer).
+STATUS_FINISHED_LISTED = 16
+
+_CANCELABLE = (GoalStatus.STATUS_ACCEPTED, GoalStatus.STATUS_EXECUTING)
+_TERMINAL = (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_ABORTED, GoalStatus.STATUS_CANCELED)
+#: allowed goal state transitions of the action protocol: (from, to)
+_TRANSITIONS = {(GoalStatus.STATUS_ACCEPTED, GoalStatus.STATUS_EXECUTING),
+                (GoalStatus.STATUS_ACCEPTED, GoalStatus.STATUS_CANCELING),
+                (GoalStatus.STATUS_EXECUTING, GoalStatus.STATUS_CANCELING),
+                (GoalStatus.STATUS_EXECUTING, GoalStatus.STATUS_SUCCEEDED),
+                (GoalStatus.STATUS_EXECUTING, GoalStatus.STATUS_ABORTED),
+                (GoalStatus.STATUS_CANCELING, GoalStatus.STATUS_SUCCEEDED),
+                (GoalStatus.STATUS_CANCELING, GoalStatus.STATUS_ABORTED),
+                (GoalStatus.STATUS_CANCELING, GoalStatus.STATUS_CANCELED)}
+
+
+def _nanoseconds(stamp: Any) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class DeviceGoalHandle:
+    """One goal of a ``DeviceActionServer``; the interface of rclpy's ServerGoalHandle that the
+    nodes use (``request``, ``goal_id``, ``status``, ``is_active``, ``is_cancel_requested``,
+    ``publish_feedback``, ``succeed``, ``abort``, ``canceled``)."""
+
+    def __init__(self, server: "DeviceActionServer", goal_info: GoalInfo, request: Any) -> None:
+        self._server = server
+        self._info = goal_info
+        self._status_msg = GoalStatus(goal_info=goal_info, status=GoalStatus.STATUS_ACCEPTED)
+        self.request = request
+        self.key = bytes(goal_info.goal_id.uuid)
+        self.result: Any = None  # the GetResult response once finished
+        self.finished_at = 0.0
+        self.waiting: list[Any] = []  # get_result request headers to answer when finished
+
+    @property
+    def goal_id(self) -> Any:
+        return self._info.goal_id
+
+    @property
+    def status(self) -> int:
+        return self._status_msg.status
+
+    @property
+    def is_active(self) -> bool:
+        return self._status_msg.status not in _TERMINAL
+
+    @property
+    def is_cancel_requested(self) -> bool:
+        return self._status_msg.status == GoalStatus.STATUS_CANCELING
+
+    def publish_feedback(self, feedback: Any) -> None:
+        self._server._publish_feedback(self, feedback)
+
+    def succeed(self) -> None:
+        self._server._transition(self, GoalStatus.STATUS_SUCCEEDED)
+
+    def abort(self) -> None:
+        self._server._transition(self, GoalStatus.STATUS_ABORTED)
+
+    def canceled(self) -> None:
+        self._server._transition(self, GoalStatus.STATUS_CANCELED)
+
+
+class DeviceActionServer(Waitable):
+    """A ROS 2 action server that implements the action protocol on plain services and topics.
+
+    Standard action clients (rclpy's ActionClient, ``ros2 action send_goal``) and
+    ``DeviceActionClient`` talk to it: the ``_action/send_goal``, ``_action/get_result`` and
+    ``_action/cancel_goal`` services, the ``_action/feedback`` topic and the transient-local
+    ``_action/status`` topic, with rclpy's default QoS for each. Same arguments and goal handle
+    interface as rclpy's ActionServer (``goal_callback`` gets the goal, ``cancel_callback`` the goal
+    handle; cancels are refused unless a ``cancel_callback`` accepts them).
+
+    Why not rclpy's ActionServer: per goal it formats the goal's UUID (a numpy array) into five
+    debug log lines whatever the log level, runs the goal as a separate executor task, and
+    publishes the status of every goal kept (for ``result_timeout``) three times. Here a goal is
+    accepted, answered and, with a reentrant callback group, executed in the same callback; its
+    status is published when it starts executing and when it ends, listing the active goals and
+    the STATUS_FINISHED_LISTED most recently finished ones; finished goals are dropped
+    ``result_timeout`` seconds after they end (checked when a request arrives), after which
+    ``get_result`` answers STATUS_UNKNOWN, as for a goal id it never saw. A goal id already
+    tracked is rejected.
+    """
+
+    def __init__(self, node: Node, action_type: Any, action_name: str,
+                 execute_callback: Callable[[Any], Any], *,
+                 callback_group: Any = None, goal_callback: Optional[Callable[[Any], Any]] = None,
+                 cancel_callback: Optional[Callable[[Any], Any]] = None, result_timeout: float = 10.0,
+                 goal_service_qos_profile: QoSProfile = qos_profile_services_default,
+                 result_service_qos_profile: QoSProfile = qos_profile_services_default,
+                 cancel_service_qos_profile: QoSProfile = qos_profile_services_default,
+                 feedback_pub_qos_profile: Optional[QoSProfile] = None,
+                 status_pub_qos_profile: QoSProfile = qos_profile_action_status_default) -> None:
+        from action_msgs.srv import CancelGoal
+
+        group = callback_group if callback_group is not None else node.default_callback_group
+        super().__init__(group)
+        self._node = node
+        self._action_type = action_type
+        self._execute_callback = execute_callback
+        self._goal_callback = goal_callback
+        self._cancel_callback = cancel_callback
+        self._result_timeout = float(result_timeout)
+        self._inline = isinstance(group, ReentrantCallbackGroup)  # else: its own task (cancel stays served)
+        self._logger = node.get_logger().get_child("action_server")
+        self._lock = threading.Lock()
+        self._goals: dict[bytes, DeviceGoalHandle] = {}
+        self._finished: collections.deque[DeviceGoalHandle] = collections.deque()
+        from rclpy.type_support import check_for_type_support
+
+        impl = action_type.Impl
+        self._types = (impl.SendGoalService, CancelGoal, impl.GetResultService)
+        for srv_type in (action_type, *self._types):
+            check_for_type_support(srv_type)
+        base = f"{action_name}/_action"
+        with node.handle:
+            self._services = [
+                _rclpy.Service(node.handle, impl.SendGoalService, f"{base}/send_goal",
+                               goal_service_qos_profile.get_c_qos_profile()),
+                _rclpy.Service(node.handle, CancelGoal, f"{base}/cancel_goal",
+                               cancel_service_qos_profile.get_c_qos_profile()),
+                _rclpy.Service(node.handle, impl.GetResultService, f"{base}/get_result",
+                               result_service_qos_profile.get_c_qos_profile()),
+            ]
+        # without QoS event handlers (as rclpy's action server): four waitables less per executor wait
+        quiet = PublisherEventCallbacks(use_default_callbacks=False)
+        self._feedback_pub = node.create_publisher(impl.FeedbackMessage, f"{base}/feedback",
+                                                   feedback_pub_qos_profile or QoSProfile(depth=10),
+                                                   event_callbacks=quiet)
+        self._status_pub = node.create_publisher(GoalStatusArray, f"{base}/status", status_pub_qos_profile,
+                                                 event_callbacks=quiet)
+        self._indices = [0, 0, 0]
+        self._ready = [False, False, False]
+        node.add_waitable(self)
+
+    @property
+    def action_type(self) -> Any:
+        return self._action_type
+
+    # --- Waitable ---------------------------------------------------------------------------
+    def __enter__(self) -> None:
+        for srv in self._services:
+            srv.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        for srv in self._services:
+            srv.__exit__(*exc)
+
+    def get_num_entities(self) -> NumberOfEntities:
+        return NumberOfEntities(num_services=3)
+
+    def add_to_wait_set(self, wait_set: Any) -> None:
+        self._indices = [wait_set.add_service(srv) for srv in self._services]
+
+    def is_ready(self, wait_set: Any) -> bool:
+        self._ready = [wait_set.is_ready("service", i) for i in self._indices]
+        return any(self._ready)
+
+    def take_data(self) -> list[tuple[int, Any, Any]]:
+        taken = []
+        for kind, ready in enumerate(self._ready):
+            if ready:
+                request, header = self._services[kind].service_take_request(self._types[kind].Request)
+                if header is not None:
+                    taken.append((kind, request, header))
+        self._ready = [False, False, False]
+        return taken
+
+    async def execute(self, taken: list[tuple[int, Any, Any]]) -> None:
+        accepted = None
+        for kind, request, header in taken:  # goal, then cancel, then result: as rclpy orders them
+            try:
+                if kind == 0:
+                    accepted = await self._on_goal(request, header)
+                elif kind == 1:
+                    await self._on_cancel(request, header)
+                else:
+                    self._on_result_request(request, header)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
+                self._logger.error(f"action request failed: {exc!r}\n{traceback.format_exc()}")
+        if accepted is None:
+            return
+        if self._inline:  # one executor hand-off less per goal
+            await self._run(accepted)
+        else:
+            self._node.executor.create_task(self._run, accepted)
+
+    # --- protocol ---------------------------------------------------------------------------
+    def _respond(self, kind: int, response: Any, header: Any) -> None:
+        request_id = getattr(header, "request_id", header)
+        try:
+            with self._services[kind]:
+                self._services[kind].service_send_response(response, request_id)
+        except Exception as exc:  # noqa: BLE001 - the client may have gone away
+            self._logger.warning(f"could not send an action response: {exc!r}")
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self._result_timeout
+        while self._finished and self._finished[0].finished_at <= cutoff:
+            self._goals.pop(self._finished.popleft().key, None)
+
+    async def _on_goal(self, request: Any, header: Any) -> Optional[DeviceGoalHandle]:
+        accepted = False
+        handle = None
+        stamp = self._node.get_clock().now().to_msg()
+        key = bytes(request.goal_id.uuid)
+        with self._lock:
+            self._expire(time.monotonic())
+            duplicate = key in self._goals
+        if not duplicate:
+            decision = GoalResponse.ACCEPT
+            if self._goal_callback is not None:
+                decision = await await_or_execute(self._goal_callback, request.goal)
+            if decision == GoalResponse.ACCEPT:
+                handle = DeviceGoalHandle(self, GoalInfo(goal_id=request.goal_id, stamp=stamp), request.goal)
+                with self._lock:
+                    accepted = key not in self._goals
+                    if accepted:
+                        self._goals[key] = handle
+        else:
+            self._logger.warning("goal rejected: its goal id is already in use")
+        self._respond(0, self._types[0].Response(accepted=accepted, stamp=stamp), header)
+        return handle if accepted else None
+
+    async def _run(self, handle: DeviceGoalHandle) -> None:
+        if handle.status == GoalStatus.STATUS_ACCEPTED:  # not cancelled meanwhile
+            self._transition(handle, GoalStatus.STATUS_EXECUTING)
+        try:
+            result = await await_or_execute(self._execute_callback, handle)
+        except Exception as exc:  # noqa: BLE001 - the client still gets a result
+            self._logger.error(f"execute callback raised: {exc!r}\n{traceback.format_exc()}")
+            result = None
+        if handle.is_active:
+            self._logger.warning("goal ended without a terminal state: aborted")
+            self._transition(handle, GoalStatus.STATUS_ABORTED)
+        if result is None:
+            result = self._action_type.Result()
+        response = self._types[2].Response(status=handle.status, result=result)
+        with self._lock:
+            handle.result, waiting, handle.waiting = response, handle.waiting, []
+            handle.finished_at = time.monotonic()
+            self._finished.append(handle)
+        for header in waiting:
+            self._respond(2, response, header)
+
+    def _on_result_request(self, request: Any, header: Any) -> None:
+        with self._lock:
+            self._expire(time.monotonic())
+            handle = self._goals.get(bytes(request.goal_id.uuid))
+            response = None
+            if handle is None:
+                response = self._types[2].Response(status=GoalStatus.STATUS_UNKNOWN)
+            elif handle.result is not None:
+                response = handle.result
+            else:
+                handle.waiting.append(header)
+        if response is not None:
+            self._respond(2, response, header)
+
+    async def _on_cancel(self, request: Any, header: Any) -> None:
+        from action_msgs.srv import CancelGoal
+
+        Resp = CancelGoal.Response
+        goal_id = bytes(request.goal_info.goal_id.uuid)
+        stamp = request.goal_info.stamp
+        stamp_ns = _nanoseconds(stamp)
+        by_id = any(goal_id)
+        with self._lock:
+            self._expire(time.monotonic())
+            target = self._goals.get(goal_id) if by_id else None
+            candidates = [h for h in self._goals.values()
+                          if (by_id and h is target) or (not by_id and stamp_ns == 0)
+                          or (stamp_ns and _nanoseconds(h._info.stamp) <= stamp_ns)]
+        response = Resp(return_code=Resp.ERROR_NONE)
+        if by_id and target is None and not stamp_ns:
+            response.return_code = Resp.ERROR_UNKNOWN_GOAL_ID
+        elif by_id and target is not None and target.status not in _CANCELABLE and not stamp_ns:
+            response.return_code = Resp.ERROR_GOAL_TERMINATED
+        else:
+            canceling = []
+            for handle in candidates:
+                if handle.status not in _CANCELABLE:
+                    continue
+                decision = CancelResponse.REJECT
+                if self._cancel_callback is not None:
+                    decision = await await_or_execute(self._cancel_callback, handle)
+                if decision == CancelResponse.ACCEPT and self._transition(handle, GoalStatus.STATUS_CANCELING,
+                                                                           strict=False):
+                    canceling.append(handle._info)
+            response.goals_canceling = canceling
+            if not canceling:
+                response.return_code = Resp.ERROR_REJECTED
+        self._respond(1, response, header)
+
+    def _transition(self, handle: DeviceGoalHandle, status: int, strict: bool = True) -> bool:
+        with self._lock:
+            if (handle._status_msg.status, status) not in _TRANSITIONS:
+                if strict:
+                    raise _rclpy.RCLError(f"goal state transition {handle._status_msg.status} -> {status} "
+                                          "is not allowed")
+                return False
+            handle._status_msg.status = status
+            listed = [h._status_msg for h in self._goals.values() if h.is_active]
+            recent = itertools.islice(reversed(self._finished), STATUS_FINISHED_LISTED)
+            listed += [h._status_msg for h in recent]
+            if not handle.is_active:
+                listed.append(handle._status_msg)
+        self._status_pub.publish(GoalStatusArray(status_list=listed))
+        return True
+
+    def _publish_feedback(self, handle: DeviceGoalHandle, feedback: Any) -> None:
+        if not isinstance(feedback, self._action_type.Feedback):
+            raise TypeError(f"feedback must be a {self._action_type.Feedback.__name__}")
+        message = self._action_type.Impl.FeedbackMessage(goal_id=handle.goal_id, feedback=feedback)
+        self._feedback_pub.publish(message)
+
+    def destroy(self) -> None:
+        """Destroy the services and publishers (the node's destroy_node does not)."""
+        self._node.remove_waitable(self)
+        for srv in self._services:
+            srv.destroy_when_not_in_use()
+        self._node.destroy_publisher(self._feedback_pub)
+        self._node.destroy_publisher(self._status_pub)
 
 
 class DeviceActionClient:
@@ -209,6 +541,9 @@ class DeviceActionClient:
                                                       self._on_feedback, QoSProfile(depth=10),
                                                       callback_group=group)
         self._action_type = action_type
+
+    #: seconds without the server's services in the graph before a running call gives up
+    server_lost_s: float = 3.0
 
     def server_is_ready(self) -> bool:
         return self._send.service_is_ready() and self._result.service_is_ready()
@@ -254,12 +589,18 @@ class DeviceActionClient:
             done = threading.Event()
             result_future.add_done_callback(lambda _f: done.set())
             waited = 0.0
+            gone_for = 0.0
             context = self._node.context
             while not done.wait(0.05):
                 waited += 0.05
+                # a server whose process died never answers: its services leave the graph
+                gone_for = 0.0 if self._result.service_is_ready() else gone_for + 0.05
                 stop = None
                 if not context.ok():
                     stop = Cancelled(f"'{name}': shutting down")
+                elif gone_for >= self.server_lost_s:
+                    raise CommunicationTimeout(f"action server '{name}' went away while running the goal "
+                                               f"(gone for {gone_for:.1f} s; did its node stop?)")
                 elif cancel_event is not None and cancel_event.is_set():
                     stop = Cancelled(f"'{name}' cancelled")
                 elif waited >= timeout_s:

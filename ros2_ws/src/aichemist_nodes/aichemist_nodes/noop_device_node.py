@@ -1,7 +1,13 @@
 """A device node that does nothing: /noop_device/ping (action) and /noop_device/trigger
-(std_srvs/Trigger). Used to measure the device-call path and as a launch smoke test."""
+(std_srvs/Trigger). Used to measure the device-call path and as a launch smoke test.
+
+It spins one thread (its callbacks never block); ``NOOP_DEVICE_THREADS=4`` in its environment
+spins it as the hardware nodes spin (a four-thread MultiThreadedExecutor), for benchmarks.
+"""
 
 from __future__ import annotations
+
+import os
 
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -32,7 +38,7 @@ class NoopDeviceNode(Node):
 
 
 def main(args=None) -> int:  # noqa: ANN001
-    return spin_node(NoopDeviceNode, args, threads=1)  # its callbacks never block
+    return spin_node(NoopDeviceNode, args, threads=int(os.environ.get("NOOP_DEVICE_THREADS", "1")))
 
 
 if __name__ == "__main__":
