@@ -201,6 +201,8 @@ class FlowReactorController:
         self.monitor.intent.temp_reached = False
         self.state.safe = not failed
         self.state.pump_flow_setpoint_ml_min = dict(self._setpoints)
+        # report the setpoint the thermostat now holds, not the experiment's
+        self.state.temp_setpoint_c = float(getattr(self.devices["thermostat"], "safe_temp_c", float("nan")))
         if reason:
             log.warning("safe state: %s", reason)
         return failed
@@ -628,6 +630,7 @@ class FlowReactorController:
         next_check = start
         while True:
             if self._cancel.is_set():
+                self.monitor.check_estop()  # an e-stop also cancels: say it was the e-stop
                 raise Cancelled("flow experiment cancelled")
             sample = self.sample()
             self.monitor.check(sample)

@@ -25,12 +25,12 @@ stalled around the exchange), then returns the valve to load; ``read_chromatogra
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from aichemist.clock import Clock, WallClock
-from aichemist.errors import DeviceError, LimitError
+from aichemist.errors import AIChemistError, DeviceError, LimitError
 
 from ..roles import Chromatogram
 from .base import check_range
@@ -79,6 +79,9 @@ class OnlineHPLC:
         self.max_sample_skew_s = float(2.0 * self.sample_interval_s if max_sample_skew_s is None
                                        else max_sample_skew_s)
         self.clock = clock or WallClock()
+        #: checked between readings and while the loop fills: returns the error (an e-stop, a
+        #: cancel) that ends the run at once, the pumps stopped
+        self.should_stop: Callable[[], AIChemistError | None] = lambda: None
         self._injected: tuple[str, float, float] | None = None  # (vial, volume_ul, t0)
         self._acquiring = False
         self._last: Chromatogram | None = None
@@ -147,7 +150,7 @@ class OnlineHPLC:
         self.loop_pump.set_direction("WDR")
         self.loop_pump.set_flow_ml_min(self.load_rate_ul_min / 1000.0)
         self.loop_pump.start()
-        self.clock.sleep(60.0 * draw_ul / self.load_rate_ul_min)
+        self._sleep(60.0 * draw_ul / self.load_rate_ul_min)
         self.loop_pump.stop()
         self.injector.inject()
         # t = 0 of the run is when the inject command went out, not when its confirmation came back:
@@ -179,7 +182,7 @@ class OnlineHPLC:
                     dropped += 1
                 if t >= 60.0 * run_min:
                     break
-                self.clock.sleep(min(self.sample_interval_s, 60.0 * run_min - t))
+                self._sleep(min(self.sample_interval_s, 60.0 * run_min - t))
         finally:
             self._acquiring = False
         if dropped:
@@ -191,6 +194,19 @@ class OnlineHPLC:
                                   metadata={"injection_volume_ul": volume, "run_time_min": run_min,
                                             "flow_ml_min": self.mobile_phase_flow_ml_min,
                                             "readings_left_out": dropped})
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait on the clock in short steps, stopping (pumps off) as soon as ``should_stop`` says so."""
+        end = self.clock.now() + seconds
+        while True:
+            stop = self.should_stop()
+            if stop is not None:
+                self.safe_state()
+                raise stop
+            left = end - self.clock.now()
+            if left <= 0:
+                return
+            self.clock.sleep(min(left, self.sample_interval_s))
 
     def read_chromatogram(self) -> Chromatogram:
         if self._last is None:

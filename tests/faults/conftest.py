@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-FAULTS: list[dict[str, Any]] = []
+from fault_log import FAULTS  # noqa: E402  (tests/ is on the path)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from conftest import FAULTS  # tests/faults/conftest.py (pythonpath: tests)  # noqa: F401
+from fault_log import FAULTS  # printed at the end of the run by tests/faults/conftest.py
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -134,3 +134,19 @@ def test_hplc_time_axis_starts_at_the_inject_command_not_its_late_confirmation(f
     ortho = next(p for p in out["peaks"] if p.name == "ortho")
     assert ortho.retention_min == pytest.approx(4.6, abs=0.03)
     assert out["yield_fraction"] == pytest.approx(result.yield_fraction, abs=0.03)
+
+
+def test_an_estop_mid_run_ends_the_hplc_run_at_once_with_its_pumps_stopped(flow_rig):
+    from aichemist.errors import EmergencyStop
+
+    rig = flow_rig(seed=4)
+    hplc_emulator = build_online_hplc("hplc", vial_positions={f"vial_{i}": i for i in range(1, 6)} | {"std": 8},
+                                      seed=7)
+    rig.lab.add("hplc", hplc_emulator)
+    device, params = _hplc(rig.clock, hplc_emulator)
+    start = rig.clock.now()
+    device.should_stop = lambda: EmergencyStop("button") if rig.clock.now() - start > 90.0 else None
+    with pytest.raises(EmergencyStop):
+        analytics.measure_sample(device, params, "vial_2")
+    assert rig.clock.now() - start < 90.0 + 2 * params.sample_interval_s + 1.0  # not the 8 min run
+    assert not hplc_emulator.pump.running and not hplc_emulator.loop_pump.running
