@@ -7,7 +7,9 @@ knows nothing about any protocol: it moves bytes and enforces timeouts.
 
 Errors: a port that does not exist -> ``DeviceNotFoundError`` naming the port; no (complete)
 reply within the timeout -> ``CommunicationTimeout``; a port that disappears while in use ->
-``ConnectionLost`` (a ``CommunicationTimeout``: retry after ``reopen()``).
+``ConnectionLost`` (a ``CommunicationTimeout``: retry after ``reopen()``). ``link_lost()`` tells,
+without reading or writing, whether the port has hung up (its device, or the twin serving it,
+went away): a node can watch its links while nothing is being exchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from aichemist.errors import CommunicationTimeout, DeviceNotFoundError
 
 
 class ConnectionLost(CommunicationTimeout):
-    """The port went away while in use (cable pulled, emulator disconnected)."""
+    """The port went away while in use (cable pulled, emulator disconnected).
+
+    Across a ROS boundary it travels as a ``CommunicationTimeout`` (same code, retryable): the
+    receiving side rebuilds errors from ``aichemist.errors`` and need not import this module."""
+
+    @property
+    def error_type(self) -> str:
+        return "CommunicationTimeout"
 
 
 @runtime_checkable
@@ -92,6 +101,27 @@ class SerialTransport:
             except Exception:  # closing a port that vanished must not hide the original error
                 pass
             self._serial = None
+
+    def link_lost(self) -> bool:
+        """True when the port is closed or has hung up (poll reports POLLHUP/POLLERR/POLLNVAL):
+        the other end is gone, e.g. an unplugged USB adapter or the pty of a twin that died.
+        Nothing is read. False for ports that cannot be polled (URLs without a file descriptor)."""
+        import select
+
+        ser = self._serial
+        if ser is None or not ser.is_open:
+            return True
+        try:
+            fd = ser.fileno()
+        except Exception:  # socket:// and other URL ports: no descriptor to poll
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI)  # not POLLIN: waiting input is no sign of trouble
+        try:
+            events = poller.poll(0)
+        except OSError:
+            return True
+        return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _fd, ev in events)
 
     def __enter__(self) -> "SerialTransport":
         return self
