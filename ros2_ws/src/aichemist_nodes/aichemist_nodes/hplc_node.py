@@ -3,6 +3,9 @@
 - configure: validate params (``flow_reactor.config.HplcParams``), open the five component ports
   and identify them (nothing moves; a missing port fails configure, naming it);
 - activate: goals may run; deactivate / error / e-stop: pumps stopped (safe state);
+- serial links watched (``flow_reactor_node.SerialLinkWatch``): a port that hangs up (the twin
+  serving it died) ends a running measurement at once with ConnectionLost naming the ports, and
+  the node goes back to 'unconfigured'; the lifecycle manager brings it up again;
 - action /hplc/measure_sample (MeasureSample): inject a vial, run the method, integrate the peaks
   (``flow_reactor.analytics.measure_sample``): the chromatogram, the peaks' areas and
   concentrations and the product yield. Errors map to (code, error_type, message).
@@ -16,7 +19,7 @@ import math
 
 from aichemist.errors import AIChemistError
 from aichemist_interfaces.action import MeasureSample
-from aichemist_nodes.flow_reactor_node import NodeClock
+from aichemist_nodes.flow_reactor_node import NodeClock, SerialLinkWatch, device_transports
 from aichemist_nodes.node_base import HardwareNode, action_server, set_error, spin_node
 from flow_reactor.analytics import measure_sample
 from flow_reactor.config import HplcParams
@@ -31,10 +34,12 @@ class HplcNode(HardwareNode):
         self.hplc: OnlineHPLC | None = None
         self._server = action_server(self, MeasureSample, "/hplc/measure_sample", self._execute,
                                      callback_group=self.cb_group)
+        self.links = SerialLinkWatch(self, lambda: device_transports(self.hplc.parts if self.hplc else {}))
 
     def configure_core(self, params: HplcParams) -> None:
+        clock = NodeClock(self)
         hplc = OnlineHPLC.from_components(
-            "hplc", components=params.components(), clock=NodeClock(self),
+            "hplc", components=params.components(), clock=clock,
             vial_positions=params.vial_positions or None, loop_volume_ul=params.loop_volume_ul,
             flush_volume_ul=params.flush_volume_ul, mobile_phase_flow_ml_min=params.mobile_phase_flow_ml_min,
             detection_wavelength_nm=params.detection_wavelength_nm, run_time_min=params.run_time_min,
@@ -46,8 +51,13 @@ class HplcNode(HardwareNode):
             hplc.close()
             raise
         self.hplc = hplc
+        self.links.start(clock)
+
+    def activate_core(self) -> None:
+        self.links.check()
 
     def cleanup_core(self) -> None:
+        self.links.stop()
         if self.hplc is not None:
             self.hplc.close()
         self.hplc = None
@@ -57,11 +67,16 @@ class HplcNode(HardwareNode):
             self.hplc.safe_state()
 
     def _execute(self, goal_handle):  # noqa: ANN001
+        with self.links.goal():
+            return self._measure(goal_handle)
+
+    def _measure(self, goal_handle):  # noqa: ANN001
         goal = goal_handle.request
         result = MeasureSample.Result()
         start = self.get_clock().now()
         try:
             self.require_actuation()
+            self.links.check()
 
             def on_phase(phase: str) -> None:
                 fb = MeasureSample.Feedback()
