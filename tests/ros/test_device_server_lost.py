@@ -67,3 +67,37 @@ def test_a_server_killed_mid_goal_is_a_retryable_communication_timeout(ros_probe
     finally:
         server.kill()
         server.wait(10)
+
+
+def test_a_server_respawned_mid_goal_does_not_know_it_and_the_call_fails_retryably(ros_probe):
+    from aichemist.errors import CommunicationTimeout
+    from aichemist_interfaces.action import Ping
+    from aichemist_nodes.node_base import DeviceActionClient, call_action
+
+    first = subprocess.Popen([sys.executable, "-c", HANGING_SERVER], stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        client = DeviceActionClient(ros_probe, Ping, "/hanging_device/ping")
+        assert client.wait_for_server(30.0)
+        outcome: dict = {}
+
+        def call() -> None:
+            try:
+                call_action(client, Ping.Goal(payload="x"), timeout_s=300.0, server_timeout_s=10.0)
+            except Exception as exc:  # noqa: BLE001
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        assert first.stdout.readline() == "GOAL\n"
+        # the launcher's respawn: a new server in its place at once (before DDS drops the old one)
+        second = subprocess.Popen([sys.executable, "-c", HANGING_SERVER], stdout=subprocess.PIPE, text=True)
+        first.send_signal(signal.SIGKILL)
+        caller.join(60.0)
+        assert not caller.is_alive(), "the call still waits for a goal nobody runs"
+        assert isinstance(outcome.get("error"), CommunicationTimeout) and outcome["error"].retryable
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+                proc.wait(10)

@@ -544,6 +544,9 @@ class DeviceActionClient:
 
     #: seconds without the server's services in the graph before a running call gives up
     server_lost_s: float = 3.0
+    #: while waiting, ask the server this often whether it still knows the goal (a respawned
+    #: server answers STATUS_UNKNOWN: the goal died with its predecessor)
+    probe_s: float = 2.0
 
     def server_is_ready(self) -> bool:
         return self._send.service_is_ready() and self._result.service_is_ready()
@@ -590,11 +593,23 @@ class DeviceActionClient:
             result_future.add_done_callback(lambda _f: done.set())
             waited = 0.0
             gone_for = 0.0
+            probe: Any = None
+            next_probe = self.probe_s
             context = self._node.context
             while not done.wait(0.05):
                 waited += 0.05
-                # a server whose process died never answers: its services leave the graph
+                # a server whose process died never answers: its services leave the graph ...
                 gone_for = 0.0 if self._result.service_is_ready() else gone_for + 0.05
+                # ... and one respawned in its place does not know the goal: ask now and then
+                if probe is not None and probe.done():
+                    answer = probe.result()
+                    if answer is not None and answer.status == GoalStatus.STATUS_UNKNOWN:
+                        raise CommunicationTimeout(f"action server '{name}' no longer knows the goal (its node "
+                                                   f"restarted while running it)")
+                    probe = None
+                if probe is None and waited >= next_probe and self._result.service_is_ready():
+                    next_probe = waited + self.probe_s
+                    probe = self._result.call_async(self._action_type.Impl.GetResultService.Request(goal_id=goal_id))
                 stop = None
                 if not context.ok():
                     stop = Cancelled(f"'{name}': shutting down")
