@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import threading
+import time
 from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -163,23 +165,35 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head", *, engine: Engine | None = None) -> None:
     """Bring the database at ``url`` to ``revision`` (idempotent; safe with several processes on
     PostgreSQL thanks to an advisory lock, and on SQLite thanks to the immediate transaction)."""
-    cfg = alembic_config(url)
     own = engine is None
     engine = engine or make_engine(url)
     try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_lock(424242)")
-            cfg.attributes["connection"] = conn
+        for attempt in range(20):
             try:
-                command.upgrade(cfg, revision)
-            finally:
-                if engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SELECT pg_advisory_unlock(424242)")
-                conn.commit()
+                return _upgrade_once(url, revision, engine)
+            except OperationalError as exc:
+                # two processes starting together (the API and the bridge node) on one SQLite
+                # file: the loser's DDL meets the winner's write lock; wait and look again
+                if engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
     finally:
         if own:
             engine.dispose()
+
+
+def _upgrade_once(url: str, revision: str, engine: Engine) -> None:
+    cfg = alembic_config(url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_lock(424242)")
+        cfg.attributes["connection"] = conn
+        try:
+            command.upgrade(cfg, revision)
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(424242)")
+            conn.commit()
 
 
 def table_names(engine: Engine) -> list[str]:

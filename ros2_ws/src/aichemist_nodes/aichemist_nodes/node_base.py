@@ -808,6 +808,10 @@ class HardwareNode(LifecycleNode):
 
 
 # --- main --------------------------------------------------------------------------------
+#: seconds a stopping node gets for its clean shutdown (safe state first) before it exits anyway
+SHUTDOWN_GRACE_S = 10.0
+
+
 def spin_node(node_factory: Callable[[], Node], args: Optional[list[str]] = None, threads: int = 4) -> int:
     """Init, spin a MultiThreadedExecutor until Ctrl-C or SIGTERM, then shut down cleanly
     (hardware nodes go to their safe state on the way out).
@@ -840,6 +844,11 @@ def spin_node(node_factory: Callable[[], Node], args: Optional[list[str]] = None
         print(f"[fatal] {traceback.format_exc()}", flush=True)
         code = 1
     finally:
+        # a callback blocked in a long call (the planner's tasks) can hold the executor's shutdown
+        # forever; a node told to stop (SIGTERM from a dying launcher too) must not outlive it
+        watchdog = threading.Timer(SHUTDOWN_GRACE_S, lambda: os._exit(code or 3))
+        watchdog.daemon = True
+        watchdog.start()
         if node is not None:
             if hasattr(node, "on_process_exit"):
                 node.on_process_exit()
