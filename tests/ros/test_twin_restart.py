@@ -120,6 +120,7 @@ def test_twin_killed_mid_experiment_comes_back_and_the_reactor_with_it(launch, r
     assert isinstance(outcome.get("error"), CommunicationTimeout), outcome
     assert "serial link lost" in str(outcome["error"]), outcome["error"]
     assert outcome["at"] - killed < 15.0
+    print(f"the running experiment ended {outcome['at'] - killed:.1f} s after the kill: {outcome['error']}")
 
     # respawned; /clock resumes at or after its last value before the kill
     assert wait_for(lambda: launcher.pid("twin_node") not in (None, old_pid), 30.0), "twin_node not respawned"
