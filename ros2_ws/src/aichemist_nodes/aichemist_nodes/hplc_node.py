@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 
-from aichemist.errors import AIChemistError
+from aichemist.errors import AIChemistError, Cancelled, EmergencyStop
 from aichemist_interfaces.action import MeasureSample
 from aichemist_nodes.flow_reactor_node import NodeClock, SerialLinkWatch, device_transports
 from aichemist_nodes.node_base import HardwareNode, action_server, set_error, spin_node
@@ -78,6 +78,15 @@ class HplcNode(HardwareNode):
             self.require_actuation()
             self.links.check()
 
+            def should_stop() -> AIChemistError | None:  # the e-stop or a cancel ends the run, pumps off
+                if self.estop_active:
+                    return EmergencyStop(f"emergency stop ({self.estop_reason}): HPLC run aborted, pumps stopped")
+                if goal_handle.is_cancel_requested:
+                    return Cancelled("HPLC run cancelled, pumps stopped")
+                return None
+
+            self.hplc.should_stop = should_stop
+
             def on_phase(phase: str) -> None:
                 fb = MeasureSample.Feedback()
                 fb.phase = phase
@@ -111,6 +120,8 @@ class HplcNode(HardwareNode):
             self.get_logger().error(f"sample {goal.sample_id!r} failed: {exc!r}")
         if result.code == 0:
             goal_handle.succeed()
+        elif result.error_type == "Cancelled" and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
         else:
             goal_handle.abort()
         return result
