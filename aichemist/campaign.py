@@ -166,7 +166,7 @@ class ReferenceModelService:
     (up to ``retries`` times, each a new task); one that still fails is told to the optimizer as a
     failed measurement."""
 
-    def __init__(self, client: Any, *, seed: int = 0, campaign: str = "", parallel: int = 3, retries: int = 1,
+    def __init__(self, client: Any, *, seed: int = 0, campaign: str = "", parallel: int = 3, retries: int = 2,
                  variables: list[dict[str, Any]] | None = None, objectives: list[dict[str, Any]] | None = None,
                  task_timeout_s: float = 900.0, poll_s: float = 0.25, bridge_outage_s: float = 120.0) -> None:
         from planner.optimizer import Optimizer

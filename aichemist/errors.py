@@ -111,6 +111,14 @@ class ConflictError(AIChemistError):
     http_status = 409
 
 
+class DeviceNotReady(ConflictError):
+    """The device's node is there but not active yet (coming back after a restart, being
+    configured): worth trying again shortly, unlike the other conflicts."""
+
+    retryable = True
+    http_status = 503
+
+
 class AuthenticationError(AIChemistError):
     code = ResultCode.INVALID_GOAL
     http_status = 401

@@ -24,7 +24,7 @@ import pytest
 
 from fault_log import FAULTS  # printed at the end of the run by tests/faults/conftest.py
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 EXPERIMENTS = 12
 LIFECYCLE_DEVICE = {"flow_reactor_node": "flow_reactor", "manipulator_node": "manipulator", "hplc_node": "hplc"}
@@ -87,7 +87,10 @@ class Injector:
         return rows[0][0] if rows else 0
 
     # --- one fault -----------------------------------------------------------------------------
-    def back(self, fault: Fault, old_pid: int, deadline: float) -> bool:
+    def back(self, fault: Fault, old_pid: int, killed_wall: float, deadline: float) -> bool:
+        """The process runs again (a new pid) and the lab sees it: a device node active (reported
+        after the kill), a ROS node in the graph once its dead predecessor has left it (the lab's
+        DDS lease is 3 s), the HTTP API ready."""
         launcher = self.lab.launcher
         while time.monotonic() < deadline and not self.stop.is_set():
             pid = launcher.pid(fault.process)
@@ -100,9 +103,10 @@ class Injector:
                         pass
                 elif fault.process in LIFECYCLE_DEVICE:
                     device = (self.status().get("devices") or {}).get(LIFECYCLE_DEVICE[fault.process]) or {}
-                    if device.get("lifecycle_state") == "active":
+                    if device.get("lifecycle_state") == "active" and device.get("seen_at", 0) > killed_wall + 0.5:
                         return True
-                elif f"/{fault.process}" in (self.status().get("nodes") or []):
+                elif (time.time() > killed_wall + 4.0
+                      and f"/{fault.process}" in (self.status().get("nodes") or [])):
                     return True
             time.sleep(0.2)
         return False
@@ -123,7 +127,7 @@ class Injector:
         os.kill(old_pid, signal.SIGKILL)
         killed = time.monotonic()
         rec["killed_at"] = time.time()
-        if not self.back(fault, old_pid, killed + 120.0):
+        if not self.back(fault, old_pid, rec["killed_at"], killed + 120.0):
             rec.update(back_s=None, survived=False, why="not back within 120 s")
             return
         rec["back_s"] = time.monotonic() - killed

@@ -37,7 +37,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from rclpy.waitable import NumberOfEntities, Waitable
 
 from aichemist.errors import (AIChemistError, Cancelled, CommunicationTimeout, ConfigurationError,
-                              ConflictError, EmergencyStop, ResultCode, StepTimeout, error_from_result)
+                              ConflictError, DeviceNotReady, EmergencyStop, ResultCode, StepTimeout, error_from_result)
 from aichemist.params import Params, flatten, leaf_defaults, numeric_bounds, validate_config
 
 from pydantic_core import PydanticUndefined
@@ -784,8 +784,8 @@ class HardwareNode(LifecycleNode):
         if self.estop_active:
             raise EmergencyStop(f"{self.get_name()}: e-stop active ({self.estop_reason}); goal refused")
         if not self.is_active:
-            raise ConflictError(f"{self.get_name()}: node is not active "
-                                f"(state '{self._state_machine.current_state[1]}'); goal refused")
+            raise DeviceNotReady(f"{self.get_name()}: node is not active "
+                                 f"(state '{self._state_machine.current_state[1]}'); goal refused")
 
     def _on_estop(self, estop: bool, source: str, reason: str) -> None:
         if estop and not self.estop_active:

@@ -131,6 +131,10 @@ class PlannerNode(Node):
         self.get_logger().info(f"planner ready: /planner/execute_task (lab {self.lab.name}, "
                                f"analysis {self.lab.analysis})")
 
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s,
+                           max_backoff_s=max(60.0, 4 * self.params.backoff_s))
+
     def _call_service(self, srv_type: Any, name: str, request: Any, timeout_s: float) -> Any:
         client = self.create_client(srv_type, name, callback_group=self._group)
         try:
@@ -278,7 +282,7 @@ class PlannerNode(Node):
                               timeout_s=d * self.lab.durations.timeout_factor + 30.0))
         transfer = self._transfer(owner)
         tidy = Executor({op: transfer for op in TRANSFER_OPS}, self.steps_journal, clock=self.clock,
-                        retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s),
+                        retry=self._retry_policy(),
                         arbiter=self.arbiter, owner=owner, priority=priority)
         try:
             tidy.run(f"{owner}/{int(self.clock.now() * 1000)}", steps)
@@ -315,7 +319,7 @@ class PlannerNode(Node):
         executor = Executor({"run_flow": self._run_flow(request.task_id), "measure": self._measure(request.task_id),
                              **{op: transfer for op in TRANSFER_OPS}},
                             self.steps_journal, clock=self.clock,
-                            retry=RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s),
+                            retry=self._retry_policy(),
                             recoveries={"PerceptionError": self._relocalise, "LocalisationFailed": self._relocalise},
                             arbiter=self.arbiter, owner=request.task_id, priority=next(self._arrivals))
         state = {"progress": 0.0}
