@@ -1,8 +1,9 @@
 """Scheduler efficiency on a 20-experiment flow campaign with given step durations.
 
-Each experiment: fetch an empty vial to the reactor outlet (robot, 90 s), run the flow
-experiment (reactor; heat-up 120 s + 6 residence times at the conditions drawn below), carry the
-vial to the HPLC (robot, 90 s), measure (HPLC, 600 s). The reactor outlet holds two vials.
+Each experiment (durations from config/lab/default.yaml): fetch an empty vial to the reactor
+outlet (robot, 150 s), run the flow experiment (reactor; the heat-up allowance 600 s + 6 residence
+times at the conditions drawn below), carry the vial to the HPLC (robot, 150 s), measure (HPLC,
+600 s), return the vial to the rack (robot, 150 s). The reactor outlet holds two vials.
 Efficiency = the resource lower bound on the makespan (planner.scheduler.lower_bound_s) over the
 makespan of the schedule; 1.0 means no schedule can be shorter.
 
