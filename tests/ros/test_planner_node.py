@@ -173,9 +173,12 @@ def test_concurrent_tasks_take_turns_on_the_reactor_and_say_they_are_queued(ros_
     try:
         assert client.wait_for_server(timeout_sec=30.0)
         phases: list[str] = []
-        done = [threading.Event(), threading.Event()]
+        # more tasks than the old 4 executor threads: each running task holds one for its whole
+        # duration, and the device calls' answers need a free one (4 tasks had deadlocked it)
+        n_tasks = 6
+        done = [threading.Event() for _ in range(n_tasks)]
         futures = []
-        for k in range(2):
+        for k in range(n_tasks):
             goal = ExecuteTask.Goal(task_id=f"t{k}", task_json=json.dumps(
                 {"kind": "flow_experiment", "conditions": {**GOOD, "temp_c": 50.0 + k}}))
             f = client.send_goal_async(goal, feedback_callback=lambda fb: phases.append(fb.feedback.phase))
@@ -192,7 +195,7 @@ def test_concurrent_tasks_take_turns_on_the_reactor_and_say_they_are_queued(ros_
             assert ready.wait(60)
             results.append(rf.result().result)
         assert all(r.code == 0 for r in results), [r.message for r in results]
-        assert len(reactor.goals) == 2 and reactor.max_running == 1
+        assert len(reactor.goals) == n_tasks and reactor.max_running == 1
         assert "queued" in phases
     finally:
         client.destroy()

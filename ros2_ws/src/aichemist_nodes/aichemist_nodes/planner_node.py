@@ -53,6 +53,11 @@ from planner.records import OrdRecorder
 from planner.runner import run_task
 
 
+#: tasks run at once (each on its own executor, sharing the lab's arbiter); the bridge node sends
+#: fewer (its max_concurrent), a goal beyond this is rejected
+MAX_CONCURRENT_TASKS = 8
+
+
 class PlannerNodeParams(Params):
     journal_path: str = Field(description="SQLite file of the task and step journal (survives restarts)")
     lab: str = Field(default="default", description="lab profile: a name in config/lab/ or a YAML path")
@@ -124,7 +129,7 @@ class PlannerNode(Node):
             self.get_logger().error(f"lab reconciliation failed ({type(exc).__name__}: {exc}); using the journal's "
                                     f"vial positions")
         self._server = action_server(self, ExecuteTask, "/planner/execute_task", self._execute,
-                                     goal_callback=lambda _g: GoalResponse.ACCEPT,
+                                     goal_callback=self._accept_goal,
                                      cancel_callback=self._on_cancel, callback_group=self._group,
                                      # tasks are few and long: keep results for a bridge takeover
                                      result_timeout=self.params.result_keep_s)
@@ -186,6 +191,12 @@ class PlannerNode(Node):
                                + (f"; returning {', '.join(stray)} to the rack" if stray else ""))
         if stray:
             self._tidy("startup", stray, priority=-1)
+
+    def _accept_goal(self, _goal: Any) -> GoalResponse:
+        if len(self._executors) >= MAX_CONCURRENT_TASKS:
+            self.get_logger().warn(f"goal rejected: {MAX_CONCURRENT_TASKS} tasks already running")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
 
     def _on_cancel(self, goal_handle: Any) -> CancelResponse:
         executor = self._executors.get(goal_handle.request.task_id)
@@ -381,7 +392,9 @@ class PlannerNode(Node):
 
 
 def main(args: Any = None) -> int:
-    return spin_node(PlannerNode, args)
+    # each running task holds an executor thread for its whole duration (ExecuteTask's execute
+    # callback); the device calls' answers need free ones: more threads than tasks, always
+    return spin_node(PlannerNode, args, threads=MAX_CONCURRENT_TASKS + 4)
 
 
 if __name__ == "__main__":
