@@ -160,13 +160,13 @@ def _outcome_of(result: dict[str, Any]) -> dict[str, Any]:
 class ReferenceModelService:
     """The reference "chemical brain": an ask/tell optimizer driving tasks through the bridge.
 
-    It keeps ``parallel`` experiments in flight (asynchronous Bayesian optimisation: each new
+    It keeps ``parallel`` (4) experiments in flight (asynchronous Bayesian optimisation: each new
     proposal accounts for the pending ones), so the lab's reactor, robot and HPLC are never idle
     waiting for the next conditions. A task that fails is submitted again with the same conditions
     (up to ``retries`` times, each a new task); one that still fails is told to the optimizer as a
     failed measurement."""
 
-    def __init__(self, client: Any, *, seed: int = 0, campaign: str = "", parallel: int = 3, retries: int = 2,
+    def __init__(self, client: Any, *, seed: int = 0, campaign: str = "", parallel: int = 4, retries: int = 2,
                  variables: list[dict[str, Any]] | None = None, objectives: list[dict[str, Any]] | None = None,
                  task_timeout_s: float = 900.0, poll_s: float = 0.25, bridge_outage_s: float = 120.0) -> None:
         from planner.optimizer import Optimizer
@@ -277,7 +277,7 @@ ANALYSIS_DEVICES = {"inline": ("flow_reactor",), "hplc": ("flow_reactor", "hplc"
                     "hplc_robot": ("flow_reactor", "hplc", "manipulator")}
 
 
-def run_campaign(experiments: int, *, seed: int = 0, parallel: int = 3, analysis: str = "hplc_robot",
+def run_campaign(experiments: int, *, seed: int = 0, parallel: int = 4, analysis: str = "hplc_robot",
                  speed: float = 60.0, run_dir: pathlib.Path, log: Optional[TextIO] = None,
                  say: Callable[[str], None] = lambda _m: None, manifest: str | os.PathLike[str] = DEFAULT_MANIFEST,
                  extra_args: Optional[dict[str, str]] = None,
@@ -354,7 +354,7 @@ def run_campaign(experiments: int, *, seed: int = 0, parallel: int = 3, analysis
 @app.command()
 def campaign(experiments: int = typer.Option(20, min=1, max=500, help="experiment budget"),
              seed: int = typer.Option(0, help="optimizer seed"),
-             parallel: int = typer.Option(3, min=1, max=8, help="experiments in flight (asynchronous BO)"),
+             parallel: int = typer.Option(4, min=1, max=8, help="experiments in flight (asynchronous BO)"),
              analysis: str = typer.Option("hplc_robot", help="hplc_robot (the robot carries vials to the HPLC) | "
                                                              "hplc | inline (the reactor's detector only)"),
              speed: float = typer.Option(60.0, min=1.0, max=200.0, help="the twin's simulated s per wall s"),
