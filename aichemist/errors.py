@@ -200,6 +200,9 @@ class StepTimeout(AIChemistError):
     retryable = True
 
 
+_BASE_BY_CODE: dict[int, type] = {}  # filled below: result code -> the most general class with that code
+
+
 def _all_subclasses(cls: type) -> list[type]:
     out = []
     for sub in cls.__subclasses__():
@@ -212,6 +215,10 @@ def error_from_result(code: int, error_type: str, message: str) -> AIChemistErro
     """Rebuild a typed error on the receiving side of a ROS action result."""
     by_name = {c.__name__: c for c in _all_subclasses(AIChemistError)}
     cls = by_name.get(error_type)
+    if cls is None:
+        # a type this process has not imported (a perception or manipulation error): the base class
+        # of its result code keeps what matters, e.g. that a perception failure is worth a retry
+        cls = _BASE_BY_CODE.get(code)
     err: AIChemistError
     if cls is None:
         err = AIChemistError(message)
@@ -227,3 +234,7 @@ def error_from_result(code: int, error_type: str, message: str) -> AIChemistErro
     except ValueError:
         err.code = ResultCode.INTERNAL
     return err
+
+
+for _cls in _all_subclasses(AIChemistError):  # parents come before their subclasses
+    _BASE_BY_CODE.setdefault(int(_cls.code), _cls)

@@ -159,8 +159,20 @@ class Skills:
             self.check_place(dst_station, dst_slot)
             vial = self.inventory.held
             self.feedback("resuming: placing the held vial", 0.0)
+            self._retreat_up()
             self.place(dst_station, dst_slot)
             return vial
+        if (self.inventory.held is not None and self.inventory.held_from
+                and self.inventory.held_from not in self.inventory.slots):
+            # holding another transfer's vial (it was interrupted): once this request is known to be
+            # valid, put that vial back where it came from (where the planner still counts it)
+            if key not in self.inventory.slots:
+                raise SlotEmpty(f"cannot pick from {key}: the slot is empty", slot=key)
+            self.check_place(dst_station, dst_slot)
+            station, _, slot = self.inventory.held_from.partition("/")
+            self.feedback("putting the held vial back", 0.0)
+            self._retreat_up()
+            self.place(station, slot)
         src = self.check_pick(src_station, src_slot)
         dst = self.check_place(dst_station, dst_slot, holding=False)
         if src == dst:
@@ -315,10 +327,22 @@ class Skills:
         self._execute(self.planner.plan_joints(q, self.look_q), "pointing the wrist camera")
 
     def _rack_contacts(self) -> list[tuple[str, str]]:
-        """Contacts allowed while backing away from where the arm stopped: held vial and fingers on racks."""
+        """Contacts allowed while backing straight up from where the arm stopped: the fingers and the
+        held vial on racks, benches and the vials standing next to it."""
         racks = [f"{s.name}_rack" for s in self.layout.stations if s.rack is not None]
+        benches = [b.name for b in getattr(self.layout, "benches", [])]
+        vials = [f"vial:{v}" for v in self.inventory.slots.values()]
         links = ("finger_left_link", "finger_right_link", ATTACHED_NAME)
-        return [(link, rack) for rack in racks for link in links]
+        return [(link, other) for other in racks + benches + vials for link in links]
+
+    def _retreat_up(self) -> None:
+        """Straight up from where an interrupted motion left the hand (it may touch the rack)."""
+        self._sync_gripper_model()
+        self.planner.set_scene(self._scene())
+        q = self.arm.joint_positions()
+        up = self.robot.fk(q)
+        up[2, 3] += self.params.pre_grasp_height_m
+        self._execute(self.planner.plan_linear(q, up, self._rack_contacts()), "retreating")
 
     def _sync_gripper_model(self) -> None:
         self.robot.finger_opening_m = self.gripper.opening_m()

@@ -141,8 +141,30 @@ def test_a_transfer_cancelled_after_the_pick_is_resumed_with_the_vial_in_hand(la
         skills.transfer("reagent_rack", "B1", "reactor_collection", "A2")
     assert skills.inventory.held == "vial_r05" and "reactor_collection/A2" not in skills.inventory.slots
     state["stop"] = False
-    with pytest.raises(GripperNotEmpty):  # a different transfer is still refused while holding a vial
-        skills.transfer("reagent_rack", "A1", "reactor_collection", "A1")
+    skills.feedback = lambda phase, _progress: phases.append(phase)
     assert skills.transfer("reagent_rack", "B1", "reactor_collection", "A2") == "vial_r05"
     assert twin.vial_slot("vial_r05") == "reactor_collection/A2" and skills.inventory.held is None
     assert "resuming: placing the held vial" in phases
+
+
+def test_a_vial_left_in_hand_by_an_interrupted_transfer_goes_back_before_another_transfer(layout, planner):
+    from aichemist.errors import Cancelled
+
+    state = {"stop": False}
+    twin, clock, skills = make(layout, planner, seed=5, should_stop=lambda: Cancelled("cancel") if state["stop"] else None)
+
+    def feedback(phase, _progress):
+        if phase == "lifting" and skills.inventory.held is not None:
+            state["stop"] = True
+
+    skills.feedback = feedback
+    with pytest.raises(Cancelled):
+        skills.transfer("reagent_rack", "B2", "reactor_collection", "A1")
+    assert skills.inventory.held == "vial_r06"
+    state["stop"] = False
+    skills.feedback = lambda *_: None
+    with pytest.raises(SlotEmpty):  # a bad request still moves nothing: the vial stays in hand
+        skills.transfer("reagent_rack", "B4", "reactor_collection", "A1")
+    assert skills.inventory.held == "vial_r06"
+    assert skills.transfer("reagent_rack", "A1", "reactor_collection", "A1") == "vial_r01"
+    assert twin.vial_slot("vial_r06") == "reagent_rack/B2" and twin.vial_slot("vial_r01") == "reactor_collection/A1"

@@ -204,8 +204,18 @@ def _make_node():
                 raise CameraUnavailable(f"camera '{name}' is not configured (cameras: {sorted(self.cams)})", camera=name)
             timeout = timeout_s if timeout_s > 0 else self.p.image_timeout_s
             asked = time.monotonic()
+            # taken after the request on the lab's clock, not only received after it: a frame
+            # rendered just before (the arm still on its way to the look pose) arrives late at 60x
+            asked_ns = self.get_clock().now().nanoseconds
+
+            def fresh() -> bool:
+                if cam.image is None or cam.image_rx <= asked:
+                    return False
+                stamp = cam.image.header.stamp
+                return stamp.sec * 1_000_000_000 + stamp.nanosec >= asked_ns
+
             with cam.cond:
-                if not cam.cond.wait_for(lambda: cam.image is not None and cam.image_rx > asked, timeout=timeout):
+                if not cam.cond.wait_for(fresh, timeout=timeout):
                     raise CameraUnavailable(f"no image from camera '{name}' on {cam.source.image_topic} "
                                             f"within {timeout:.1f} s", camera=name)
                 msg = cam.image
