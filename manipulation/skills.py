@@ -340,6 +340,13 @@ class Skills:
         self._sync_gripper_model()
         self.planner.set_scene(self._scene())
         q = self.arm.joint_positions()
+        try:  # free already (it stopped away from the rack): nothing to back away from
+            self.planner.plan_joints(q, np.array(self.robot.spec.stow_q))
+            return
+        except PathInCollision:
+            pass
+        except AIChemistError:  # no stow path from here for another reason: the next motion says why
+            return
         up = self.robot.fk(q)
         up[2, 3] += self.params.pre_grasp_height_m
         self._execute(self.planner.plan_linear(q, up, self._rack_contacts()), "retreating")

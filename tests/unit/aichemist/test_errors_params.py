@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import Field
 
-from aichemist.errors import (AIChemistError, CommunicationTimeout, ConfigurationError, EmergencyStop,
-                              InterlockTripped, LimitError, ResultCode, ValidationError, error_from_result)
+from aichemist.errors import (AIChemistError, CommunicationTimeout, ConfigurationError, DeviceError, EmergencyStop,
+                              InterlockTripped, LimitError, PerceptionError, ResultCode, ValidationError,
+                              error_from_result)
 from aichemist.params import Params, flatten, numeric_bounds, unflatten, validate, validate_config
 
 
@@ -38,9 +39,14 @@ def test_errors_survive_a_ros_result_round_trip(original):
         assert rebuilt.interlock == "over_pressure"
 
 
-def test_unknown_error_type_becomes_base_error_with_its_code():
+def test_unknown_error_type_becomes_the_base_class_of_its_code():
     err = error_from_result(10, "SomethingNew", "boom")
-    assert type(err) is AIChemistError and err.code == ResultCode.DEVICE_ERROR
+    assert type(err) is DeviceError and err.code == ResultCode.DEVICE_ERROR and str(err) == "boom"
+    # a perception error type the receiver never imported is still worth a retry
+    err = error_from_result(int(ResultCode.PERCEPTION_FAILED), "MarkerNotFound", "marker 11 not found")
+    assert isinstance(err, PerceptionError) and err.retryable
+    err = error_from_result(999, "SomethingNew", "boom")
+    assert type(err) is AIChemistError and err.code == ResultCode.INTERNAL
 
 
 class _Serial(Params):
