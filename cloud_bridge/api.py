@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+import orjson
 from pydantic import BaseModel, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -439,8 +440,9 @@ def create_app(database_url: str, settings: BridgeSettings | None = None, *, mig
         sub = store.prepare_submission(who, document, idempotency_key=idempotency_key, campaign=campaign,
                                        settings=settings, clock=clock, client=_client(request))
         view, created = await committer.submit(sub)
-        return JSONResponse(view, status_code=202 if created else 200,
-                            headers={"Location": f"/v1/tasks/{view['id']}"})
+        # orjson: the answer's JSON was 7 % of a submission's CPU with the standard library's
+        return Response(orjson.dumps(view), status_code=202 if created else 200, media_type="application/json",
+                        headers={"Location": f"/v1/tasks/{view['id']}"})
 
     @app.get("/v1/tasks", tags=["tasks"], response_model=TaskPage, summary="List tasks (newest first)",
              responses=ERRORS)
