@@ -108,7 +108,7 @@ class Injector:
                 elif (time.time() > killed_wall + 4.0
                       and f"/{fault.process}" in (self.status().get("nodes") or [])):
                     return True
-            time.sleep(0.2)
+            self.stop.wait(0.2)
         return False
 
     def inject(self, fault: Fault) -> None:
@@ -119,7 +119,7 @@ class Injector:
             if time.monotonic() > deadline or self.stop.is_set():
                 rec.update(survived=False, why=f"never saw it busy ({fault.doing})")
                 return
-            time.sleep(0.1)
+            self.stop.wait(0.1)
         old_pid = self.lab.launcher.pid(fault.process)
         failed_before = self.rows("SELECT id FROM tasks WHERE status='failed'")
         import os
@@ -135,7 +135,7 @@ class Injector:
         done = self.terminal_count()
         deadline = time.monotonic() + 240.0
         while self.terminal_count() <= done and time.monotonic() < deadline and not self.stop.is_set():
-            time.sleep(0.2)
+            self.stop.wait(0.2)
         rec["affected"] = len(set(self.rows("SELECT id FROM tasks WHERE status='failed'")) - set(failed_before))
 
     def __call__(self, lab: Any, _service: Any) -> None:
