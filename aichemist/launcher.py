@@ -31,7 +31,7 @@ from aichemist.params import Params, validate
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
-#: Fast DDS defaults for every node the launcher starts (a dead node leaves the graph in 3 s, not
+#: Fast DDS defaults for every node the launcher starts (a dead node leaves the graph in 8 s, not
 #: 20 s); a FASTDDS_DEFAULT_PROFILES_FILE in the environment wins
 LAB_DDS_PROFILE = pathlib.Path(__file__).resolve().parents[1] / "config" / "dds" / "fastdds_lab.xml"
 

@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["ROS_DOMAIN_ID"] = str(_claim_domain())
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    # as `aichemist up` runs the lab: a killed node leaves the graph in 3 s (config/dds/fastdds_lab.xml)
+    # as `aichemist up` runs the lab: a killed node leaves the graph in 8 s (config/dds/fastdds_lab.xml)
     from aichemist.launcher import LAB_DDS_PROFILE
 
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(LAB_DDS_PROFILE))

@@ -90,7 +90,7 @@ class Injector:
     def back(self, fault: Fault, old_pid: int, killed_wall: float, deadline: float) -> bool:
         """The process runs again (a new pid) and the lab sees it: a device node active (reported
         after the kill), a ROS node in the graph once its dead predecessor has left it (the lab's
-        DDS lease is 3 s), the HTTP API ready."""
+        DDS lease is 8 s), the HTTP API ready."""
         launcher = self.lab.launcher
         while time.monotonic() < deadline and not self.stop.is_set():
             pid = launcher.pid(fault.process)
@@ -105,7 +105,7 @@ class Injector:
                     device = (self.status().get("devices") or {}).get(LIFECYCLE_DEVICE[fault.process]) or {}
                     if device.get("lifecycle_state") == "active" and device.get("seen_at", 0) > killed_wall + 0.5:
                         return True
-                elif (time.time() > killed_wall + 4.0
+                elif (time.time() > killed_wall + 9.0
                       and f"/{fault.process}" in (self.status().get("nodes") or [])):
                     return True
             self.stop.wait(0.2)

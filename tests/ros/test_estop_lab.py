@@ -40,8 +40,9 @@ def test_estop_during_motion_pumping_and_an_hplc_run_leaves_every_actuator_safe(
     from aichemist_nodes.node_base import (ESTOP_QOS, ESTOP_TOPIC, STATE_QOS, DeviceActionClient, call_action,
                                            publish_estop)
 
-    launch("launch/twin.yaml", {"real_time_factor": "20.0", "analysis": "hplc_robot"},
-           only=["twin_node", *DEVICE_NODES, "lifecycle_manager"])
+    run_dir = tmp_path / "lab"  # fresh: the twins' state files live here
+    launch("launch/twin.yaml", {"real_time_factor": "20.0", "analysis": "hplc_robot", "run_dir": str(run_dir)},
+           only=["twin_node", *DEVICE_NODES, "lifecycle_manager"], run_dir=run_dir)
     states: list[FlowReactorState] = []
     odoms: list[Odometry] = []
     joints: list[JointState] = []
@@ -74,9 +75,11 @@ def test_estop_during_motion_pumping_and_an_hplc_run_leaves_every_actuator_safe(
     workers = [threading.Thread(target=run, args=(name, *goal), daemon=True) for name, goal in goals.items()]
     for w in workers:
         w.start()
-    assert wait_for(lambda: states and states[-1].phase in PUMPING and progress["robot"] and progress["hplc"]
-                    and all(w.is_alive() for w in workers), 120.0), (progress, states[-1].phase if states else None)
-    assert any(abs(v) > 0 for v in states[-1].pump_flow_ml_min)  # really pumping when the button is pressed
+    # press the button while the pumps really deliver (read back from the pumps), the robot moves
+    # and the HPLC runs
+    assert wait_for(lambda: states and states[-1].phase in PUMPING and any(abs(v) > 0 for v in states[-1].pump_flow_ml_min)
+                    and progress["robot"] and progress["hplc"] and all(w.is_alive() for w in workers), 120.0), \
+        (progress, states[-1].phase if states else None)
 
     estop = ros_probe.create_publisher(SafetyState, ESTOP_TOPIC, ESTOP_QOS)
     publish_estop(ros_probe, estop, True, "test", "operator pressed the button")
