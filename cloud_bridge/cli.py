@@ -157,12 +157,19 @@ def watch(task_id: Optional[str] = typer.Argument(None, help="a task id; without
     """Print live events (one JSON line each) until the task ends (or forever for the lab)."""
     try:
         with _client(url, api_key) as bridge:
-            for ev in bridge.events(task_id):
-                typer.echo(json.dumps({"event": ev.get("event"), "data": ev.get("data")}))
-                if task_id and (ev.get("event") == "finished" or (
-                        ev.get("event") == "snapshot" and ev["data"].get("status") in ("succeeded", "failed",
-                                                                                        "cancelled"))):
-                    return
+            after: Optional[int] = None
+            while True:  # a stream the server closes (a restart, a time limit) is resumed after the last event
+                resumed = after is not None
+                for ev in bridge.events(task_id, after=after):
+                    if str(ev.get("id", "")).isdigit():
+                        after = int(ev["id"])
+                    terminal = (ev.get("event") == "snapshot" and isinstance(ev.get("data"), dict)
+                                and ev["data"].get("status") in ("succeeded", "failed", "cancelled"))
+                    if ev.get("event") == "snapshot" and resumed and task_id and not terminal:
+                        continue  # a resumed stream's snapshot: its state was printed already
+                    typer.echo(json.dumps({"event": ev.get("event"), "data": ev.get("data")}))
+                    if task_id and (ev.get("event") == "finished" or terminal):
+                        return
     except AIChemistError as exc:
         _fail(exc)
     except KeyboardInterrupt:
