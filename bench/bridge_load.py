@@ -3,13 +3,18 @@ idempotency and the insert) at concurrency 32 against the real server process on
 PostgreSQL, and a bare FastAPI endpoint (same request, no auth/validation/database) in the same run
 as the baseline.
 
-    .venv/bin/python bench/bridge_load.py [--requests 3000] [--concurrency 32]
+    .venv/bin/python bench/bridge_load.py [--requests 3000] [--concurrency 32] [--baseline DIR]
 
 Progress goes to stderr; the last line on stdout is
     RESULT sqlite_rps=... sqlite_p99_ms=... pg_rps=... pg_p99_ms=... bare_rps=...
 Goal: p99 < 50 ms on both databases and throughput >= 1/4 of the bare endpoint.
 PostgreSQL is the server on 127.0.0.1:5432 ($AICHEMIST_TEST_PG_URL); a throwaway database is
 created and dropped. If it is unreachable, pg_* are reported as nan and the reason printed.
+
+CPU per request, on stderr: the server process's, and on PostgreSQL also that of the database's
+backend processes. ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base
+HEAD~3``) adds a target ``pg-base``: the bridge of DIR's code on PostgreSQL, in the same
+interleaved rounds, for an A/B of CPU per request in one run (not in the RESULT line).
 """
 
 from __future__ import annotations
@@ -64,7 +69,10 @@ def bare_app() -> FastAPI:
     return app
 
 
-def start_server(kind: str, port: int, db_url: str | None, tmp: pathlib.Path) -> subprocess.Popen:
+def start_server(kind: str, port: int, db_url: str | None, tmp: pathlib.Path,
+                 root: pathlib.Path = ROOT) -> subprocess.Popen:
+    """The bare endpoint or the bridge (``python -m cloud_bridge serve`` run in ``root``, so
+    ``root``'s code) on ``port``."""
     out = open(tmp / f"{kind}.log", "w")
     if kind == "bare":
         cmd = [PY, __file__, "--serve-bare", str(port)]
@@ -76,7 +84,7 @@ def start_server(kind: str, port: int, db_url: str | None, tmp: pathlib.Path) ->
                db_url or "", "--params-file", str(params), "--bootstrap-lab", "bench", "--log-level", "warning",
                "--no-access-log"]
         env = {**os.environ, "AICHEMIST_BOOTSTRAP_ADMIN_KEY": KEY}
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -157,21 +165,51 @@ def p99_ms(latencies: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(math.ceil(0.99 * len(ordered))) - 1)] * 1000
 
 
-def measure(ports: dict[str, int], args: argparse.Namespace, pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+def pg_backend_cpu(database: str | None) -> float:
+    """CPU seconds of the PostgreSQL backends now connected to ``database`` (0 for None)."""
+    if database is None:
+        return 0.0
+    from sqlalchemy import create_engine, text
+
+    from cloud_bridge import testing
+
+    engine = create_engine(testing.pg_admin_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            pids = [row[0] for row in conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                                                   {"d": database})]
+    finally:
+        engine.dispose()
+    total = 0.0
+    for pid in pids:
+        try:
+            total += sum(psutil.Process(pid).cpu_times()[:2])
+        except psutil.Error:
+            pass  # a backend that ended in between
+    return total
+
+
+def measure(ports: dict[str, int], args: argparse.Namespace, pids: dict[str, int],
+            databases: dict[str, str] | None = None) -> dict[str, tuple[float, float]]:
     """Interleaved rounds (bare, sqlite, pg, bare, ...) so that a change in the machine's load
-    during the run affects every target alike. Returns {target: (requests/s, p99 ms)}."""
+    during the run affects every target alike. Returns {target: (requests/s, p99 ms)}.
+    ``databases``: the PostgreSQL database of a target, whose backends' CPU is counted too."""
+    databases = databases or {}
     for kind, port in ports.items():
         asyncio.run(load(port, args.warmup, args.concurrency, f"warm-{kind}"))
     lat: dict[str, list[float]] = {k: [] for k in ports}
     busy: dict[str, float] = {k: 0.0 for k in ports}
     cpu: dict[str, float] = {k: 0.0 for k in ports}
+    db_cpu: dict[str, float] = {k: 0.0 for k in ports}
     per_round = max(1, args.requests // args.rounds)
     for r in range(args.rounds):
         for kind, port in ports.items():
             server = psutil.Process(pids[kind])
             before = sum(server.cpu_times()[:2])
+            db_before = pg_backend_cpu(databases.get(kind))
             latencies, elapsed, errors = asyncio.run(load(port, per_round, args.concurrency, f"r{r}-{kind}"))
             cpu[kind] += sum(server.cpu_times()[:2]) - before
+            db_cpu[kind] += pg_backend_cpu(databases.get(kind)) - db_before
             if errors:
                 raise RuntimeError(f"{kind}: {errors} requests failed")
             lat[kind] += latencies
@@ -181,7 +219,8 @@ def measure(ports: dict[str, int], args: argparse.Namespace, pids: dict[str, int
     for k in ports:
         # CPU time of the server process per request: unlike wall-clock rates it does not depend
         # on what else the machine is running
-        log(f"{k:>6}: {1000 * cpu[k] / len(lat[k]):.2f} ms server CPU per request")
+        backends = f" + {1000 * db_cpu[k] / len(lat[k]):.3f} ms PostgreSQL backends" if k in databases else ""
+        log(f"{k:>7}: {1000 * cpu[k] / len(lat[k]):.3f} ms server CPU per request{backends}")
     return {k: (len(lat[k]) / busy[k], p99_ms(lat[k])) for k in ports}
 
 
@@ -191,6 +230,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=pathlib.Path, default=None,
+                        help="another checkout of the project: its bridge on PostgreSQL is the extra target pg-base")
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare is not None:
@@ -205,7 +246,7 @@ def main() -> None:
     from cloud_bridge import testing
 
     procs: list[subprocess.Popen] = []
-    pg_name = None
+    databases: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="aichemist-bench-") as tmp_s:
         tmp = pathlib.Path(tmp_s)
         try:
@@ -216,10 +257,13 @@ def main() -> None:
             if reason:
                 log(f"PostgreSQL skipped: {reason}")
             else:
-                pg_name = f"aichemist_bench_{os.getpid()}"
-                ports["pg"] = free_port()
-                procs.append(start_server("pg", ports["pg"], testing.create_pg_database(pg_name), tmp))
-            results = measure(ports, args, {k: p.pid for k, p in zip(ports, procs)})
+                pg_targets = {"pg": ROOT, **({"pg-base": args.baseline.resolve()} if args.baseline else {})}
+                for kind, root in pg_targets.items():
+                    databases[kind] = f"aichemist_bench_{kind.replace('-', '_')}_{os.getpid()}"
+                    ports[kind] = free_port()
+                    procs.append(start_server(kind, ports[kind], testing.create_pg_database(databases[kind]), tmp,
+                                              root))
+            results = measure(ports, args, {k: p.pid for k, p in zip(ports, procs)}, databases)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGINT)
@@ -228,8 +272,8 @@ def main() -> None:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-            if pg_name:
-                testing.drop_pg_database(pg_name)
+            for name in databases.values():
+                testing.drop_pg_database(name)
     nan = (float("nan"), float("nan"))
     bare_rps = results["bare"][0]
     sqlite_rps, sqlite_p99 = results["sqlite"]
@@ -243,6 +287,10 @@ def main() -> None:
         ok = p99 < 50 and rps >= bare_rps / 4
         log(f"{kind}: {rps:.1f} req/s, p99 {'<' if p99 < 50 else '>='} 50 ms, throughput {rps / bare_rps:.2f} of bare "
             f"-> {'goal met' if ok else 'goal NOT met'}")
+    if "pg-base" in results:
+        base_rps, base_p99 = results["pg-base"]
+        log(f"pg-base ({args.baseline}): {base_rps:.1f} req/s, p99 {base_p99:.1f} ms, throughput "
+            f"{base_rps / bare_rps:.2f} of bare")
     print(f"RESULT sqlite_rps={sqlite_rps:.1f} sqlite_p99_ms={sqlite_p99:.1f} pg_rps={pg_rps:.1f} "
           f"pg_p99_ms={pg_p99:.1f} bare_rps={bare_rps:.1f}")
 

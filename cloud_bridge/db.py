@@ -42,7 +42,8 @@ def is_sqlite(url: str) -> bool:
     return make_url(_normalise_url(url)).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, **options: Any) -> Engine:
+    """``options`` (e.g. ``isolation_level``) are passed to ``create_engine`` on PostgreSQL only."""
     url = _normalise_url(url)
     if is_sqlite(url):
         database = make_url(url).database
@@ -73,7 +74,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     # No pre-ping: it would add a round trip to every request. A connection broken by a database
     # restart fails one request (503, retryable) and the pool is then refreshed.
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600)
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=3600, **options)
 
 
 class Database:
@@ -97,6 +98,10 @@ class Database:
                                                   name="sqlite-checkpoint", daemon=True)
             self._checkpointer.start()
         self._write = sessionmaker(write_engine, expire_on_commit=False)
+        # PostgreSQL: connections in autocommit mode for writes made of ONE statement (see
+        # write_statement); their own small pool, so the main pool's connections never change mode
+        self._autocommit_engine = None if self.sqlite else make_engine(self.url, pool_size=2,
+                                                                       isolation_level="AUTOCOMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -112,6 +117,21 @@ class Database:
     def write_core(self) -> Iterator[Any]:
         """A Core connection in a write transaction (no ORM session): for the hot path."""
         with self._write_lock, self._write_engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write_statement(self) -> Iterator[Any]:
+        """A Core connection for a write made of ONE statement, which is its own transaction.
+
+        PostgreSQL: an autocommit connection, so the statement is committed when it returns
+        (durable: ``synchronous_commit``) and costs one round trip instead of three (no separate
+        BEGIN and COMMIT). Run a single statement on it: two would be two transactions.
+        SQLite: a write transaction (``write_core``), committed at the end of the block."""
+        if self._autocommit_engine is None:
+            with self.write_core() as conn:
+                yield conn
+            return
+        with self._autocommit_engine.connect() as conn:
             yield conn
 
     def upgrade(self, revision: str = "head") -> None:
@@ -153,6 +173,8 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
         self.engine.dispose()
+        if self._autocommit_engine is not None:
+            self._autocommit_engine.dispose()
 
 
 def alembic_config(url: str) -> Config:

@@ -21,8 +21,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+import orjson
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from aichemist.clock import Clock
@@ -247,10 +248,8 @@ def _event(s: Session, task: Task | str, lab: str, type_: str, data: dict[str, A
                     created_at=clock.now()))
 
 
-# Parameterised Core statements (compiled once, cached by SQLAlchemy) for the submission hot path.
-_INSERT_TASK = Task.__table__.insert()
-_INSERT_EVENT = TaskEvent.__table__.insert()
-_INSERT_AUDIT = AuditEntry.__table__.insert()
+# The look-up of a batch's Idempotency-Keys (compiled once, cached by SQLAlchemy); the inserts
+# are driver SQL, see _insert.
 _SELECT_BY_KEYS = select(Task.__table__).where(Task.lab == bindparam("lab"),
                                                Task.idempotency_key.in_(bindparam("keys", expanding=True)))
 
@@ -301,7 +300,7 @@ def prepare_submission(who: Principal, document: Any, *, idempotency_key: str, c
 
 _VIEW_FROM_ROW = ("id", "lab", "kind", "campaign", "status", "submitted_by", "requires_approval", "cancel_requested",
                   "created_at", "updated_at", "attempts", "phase", "progress", "error_type", "message")
-Outcome = tuple[dict[str, Any], bool] | ConflictError
+Outcome = tuple[dict[str, Any], bool] | ConflictError | DBAPIError
 
 
 def store_submissions(db: Database, subs: Sequence[Submission]) -> list[Outcome]:
@@ -309,13 +308,16 @@ def store_submissions(db: Database, subs: Sequence[Submission]) -> list[Outcome]
     (task view, created) or the ConflictError of an Idempotency-Key reused with another body.
 
     A key already stored (or used earlier in the same batch) with the same request is a replay: the
-    stored task, created=False. Nothing is answered before the commit; a database error fails the
-    whole batch (nothing of it is stored).
+    stored task, created=False. Nothing is answered before the commit; a database error other
+    than a broken constraint fails the whole batch (nothing of it is stored).
 
-    Keys are nearly always new, so the batch is first inserted without looking them up; the unique
-    constraint on (lab, Idempotency-Key) catches a reused one, and the batch is then stored again
-    after looking its keys up. If another process inserts one of the keys between that look-up and
-    our insert, each submission is stored on its own, where the look-up then finds that row."""
+    Keys are nearly always new, so the batch is first inserted without looking them up (on
+    PostgreSQL in one statement, see ``_pg_batch_insert``); the unique constraint on (lab,
+    Idempotency-Key) catches a reused one, and the batch is then stored again after looking its
+    keys up. If another process inserts one of the keys between that look-up and our insert, or a
+    submission's row breaks another constraint, each submission is stored on its own, where the
+    look-up then finds that row; a submission that still fails then gets its own error as its
+    outcome, and the others are stored and answered."""
     try:
         return _store_batch(db, subs, look_up=False)
     except IntegrityError:
@@ -323,43 +325,123 @@ def store_submissions(db: Database, subs: Sequence[Submission]) -> list[Outcome]
     try:
         return _store_batch(db, subs, look_up=True)
     except IntegrityError:
-        if len(subs) == 1:
-            return _store_batch(db, subs, look_up=True)
-        return [outcome for sub in subs for outcome in _store_batch(db, [sub], look_up=True)]
+        pass
+    outcomes: list[Outcome] = []
+    for sub in subs:
+        try:
+            outcomes += _store_batch(db, [sub], look_up=True)
+        except IntegrityError as exc:  # this submission's own row: the others keep their outcome
+            outcomes.append(exc)
+    return outcomes
 
 
 def _store_batch(db: Database, subs: Sequence[Submission], *, look_up: bool) -> list[Outcome]:
+    if not look_up:
+        # the keys are taken to be new: one write, whose unique constraint checks them
+        outcomes, new = _resolve(subs, {})
+        if new:
+            with db.write_statement() as conn:
+                _insert(conn, new)
+        return outcomes
+    with db.write_core() as conn:
+        stored: dict[tuple[str, str], Any] = {}
+        keys_by_lab: dict[str, set[str]] = {}
+        for sub in subs:
+            keys_by_lab.setdefault(sub.row["lab"], set()).add(sub.row["idempotency_key"])
+        for lab, keys in keys_by_lab.items():
+            for r in conn.execute(_SELECT_BY_KEYS, {"lab": lab, "keys": list(keys)}):
+                stored[(lab, r.idempotency_key)] = r
+        outcomes, new = _resolve(subs, stored)
+        if new:
+            _insert(conn, new)
+    return outcomes
+
+
+def _resolve(subs: Sequence[Submission], stored: dict[tuple[str, str], Any]) -> tuple[list[Outcome], list[Submission]]:
+    """Each submission's outcome, and the submissions to insert: the first of each key that is not
+    ``stored``; a later one with the same key (in ``stored`` or earlier in the batch) is a replay
+    or a conflict."""
     outcomes: list[Outcome] = []
     first: dict[tuple[str, str], Submission] = {}
     new: list[Submission] = []
-    with db.write_core() as conn:
-        stored: dict[tuple[str, str], Any] = {}
-        if look_up:
-            keys_by_lab: dict[str, set[str]] = {}
-            for sub in subs:
-                keys_by_lab.setdefault(sub.row["lab"], set()).add(sub.row["idempotency_key"])
-            for lab, keys in keys_by_lab.items():
-                for r in conn.execute(_SELECT_BY_KEYS, {"lab": lab, "keys": list(keys)}):
-                    stored[(lab, r.idempotency_key)] = r
-        for sub in subs:
-            key = (sub.row["lab"], sub.row["idempotency_key"])
-            if key in stored:
-                earlier = stored[key]
-                outcomes.append(_replay(sub, earlier.id, earlier.request_hash, lambda: task_view(earlier)))
-            elif key in first:
-                earlier_sub = first[key]
-                outcomes.append(_replay(sub, earlier_sub.row["id"], earlier_sub.row["request_hash"],
-                                        lambda: dict(earlier_sub.view)))
-            else:
-                first[key] = sub
-                new.append(sub)
-                outcomes.append((sub.view, True))
-        if new:
-            # executemany: one statement per table for the whole batch
-            conn.execute(_INSERT_TASK, [s.row for s in new])
-            conn.execute(_INSERT_EVENT, [s.event for s in new])
-            conn.execute(_INSERT_AUDIT, [s.audit for s in new])
-    return outcomes
+    for sub in subs:
+        key = (sub.row["lab"], sub.row["idempotency_key"])
+        if key in stored:
+            earlier = stored[key]
+            outcomes.append(_replay(sub, earlier.id, earlier.request_hash, lambda: task_view(earlier)))
+        elif key in first:
+            earlier_sub = first[key]
+            outcomes.append(_replay(sub, earlier_sub.row["id"], earlier_sub.row["request_hash"],
+                                    lambda: dict(earlier_sub.view)))
+        else:
+            first[key] = sub
+            new.append(sub)
+            outcomes.append((sub.view, True))
+    return outcomes, new
+
+
+def _insert(conn: Any, new: Sequence[Submission]) -> None:
+    """Insert the rows of ``new`` (tasks, their events, their audit entries): in ONE statement on
+    PostgreSQL (``_pg_batch_insert``), an executemany per table on SQLite
+    (``_sqlite_batch_inserts``)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_pg_batch_insert(conn.dialect, new[0]),
+                             (orjson.dumps([s.row for s in new]).decode(),
+                              orjson.dumps([s.event for s in new]).decode(),
+                              orjson.dumps([s.audit for s in new]).decode()))
+        return
+    for sql, part in zip(_sqlite_batch_inserts(conn.dialect, new[0]), ("row", "event", "audit")):
+        conn.exec_driver_sql(sql, [tuple(getattr(s, part).values()) for s in new])
+
+
+_sqlite_inserts: dict[tuple[tuple[str, ...], ...], tuple[str, str, str]] = {}
+
+
+def _sqlite_batch_inserts(dialect: Any, sub: Submission) -> tuple[str, str, str]:
+    """The INSERT of each table for an executemany of plain tuples (the dicts' values, in their
+    keys' order): sqlite3 gets the rows as they are, without SQLAlchemy turning each dict into a
+    tuple (10-20 % of the store's CPU on SQLite)."""
+    shape = (tuple(sub.row), tuple(sub.event), tuple(sub.audit))
+    sqls = _sqlite_inserts.get(shape)
+    if sqls is None:
+        quote = dialect.identifier_preparer.quote
+        sqls = _sqlite_inserts[shape] = tuple(  # type: ignore[assignment]
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+            for table, names in zip((Task.__table__, TaskEvent.__table__, AuditEntry.__table__), shape))
+    return sqls
+
+
+_PG_TYPES = {str: "text", float: "float8", bool: "boolean", int: "bigint"}
+_pg_batch_inserts: dict[tuple[tuple[str, ...], ...], str] = {}
+
+
+def _pg_batch_insert(dialect: Any, sub: Submission) -> str:
+    """The statement that inserts a batch's tasks, events and audit entries at once. Its three
+    parameters are JSON arrays of the batch's rows, events and audit entries (``orjson``).
+
+    ``INSERT INTO t (<columns>) SELECT <columns> FROM json_to_recordset(<rows>) AS x(<columns with
+    types>)`` for each table, the first two as data-modifying WITH clauses: one statement of fixed
+    text whatever the batch size, so psycopg prepares it once per connection, and PostgreSQL runs
+    one insert per table instead of one per row (the events' foreign key is checked at the end of
+    the statement, when the tasks are in). Measured against one array parameter per column
+    (``unnest``, binary): the same PostgreSQL CPU, half the client CPU (one C call per table
+    instead of psycopg's Python array dumper per column). Strings are read as ``text``, not
+    ``varchar(n)``: the assignment to the column refuses an over-long value as a plain insert does,
+    where a cast to varchar(n) would cut it. Floats: orjson writes the shortest representation
+    that reads back as the same double."""
+    shape = (tuple(sub.row), tuple(sub.event), tuple(sub.audit))
+    sql = _pg_batch_inserts.get(shape)
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        inserts = []
+        for table, names in zip((Task.__table__, TaskEvent.__table__, AuditEntry.__table__), shape):
+            columns = ", ".join(quote(name) for name in names)
+            typed = ", ".join(f"{quote(name)} {_PG_TYPES[table.c[name].type.python_type]}" for name in names)
+            inserts.append(f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} "
+                           f"FROM json_to_recordset(%s::json) AS x({typed})")
+        sql = _pg_batch_inserts[shape] = f"WITH t AS ({inserts[0]}), e AS ({inserts[1]}) {inserts[2]}"
+    return sql
 
 
 def _replay(sub: Submission, task_id: str, stored_hash: str, view: Callable[[], dict[str, Any]]) -> Outcome:
@@ -376,7 +458,7 @@ def submit_task(db: Database, who: Principal, document: Any, *, idempotency_key:
     sub = prepare_submission(who, document, idempotency_key=idempotency_key, campaign=campaign, settings=settings,
                              clock=clock, client=client)
     outcome = store_submissions(db, [sub])[0]
-    if isinstance(outcome, ConflictError):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 

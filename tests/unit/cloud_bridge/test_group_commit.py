@@ -20,7 +20,7 @@ from cloud_bridge import store
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.group_commit import GroupCommitter
 from cloud_bridge.models import AuditEntry, Task, TaskEvent
-from cloud_bridge.testing import TASK, auth, task
+from cloud_bridge.testing import TASK, auth, pg_unavailable_reason, task
 
 
 def _count(db, model, **where) -> int:
@@ -55,6 +55,93 @@ def test_one_batch_stores_each_with_its_event_and_audit_and_resolves_keys(db, ke
         assert store.get_task(db, who, view["id"]) == view  # the answer is the stored row
         assert _count(db, TaskEvent, task_id=view["id"], type="submitted") == 1
         assert _count(db, AuditEntry, target=view["id"], action="task.submit") == 1
+
+
+def _statements(db):
+    """SQL statements sent to the database (every engine of ``db``), in order."""
+    from sqlalchemy import event
+
+    sent = []
+    engines = [db.engine] + ([db._autocommit_engine] if db._autocommit_engine is not None else [])
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", lambda conn, cur, sql, *rest: sent.append(sql))
+    return sent
+
+
+def test_a_batch_of_new_keys_with_repeats_in_it_is_one_write(db, keys):
+    """Repeated keys inside a batch are resolved before the write; the new tasks, their events and
+    audit entries then go in one statement on PostgreSQL (its own transaction: no BEGIN, no
+    COMMIT) and in one transaction of one executemany per table on SQLite."""
+    who = store.authenticate(db, keys.scheduler)
+    subs = [_prepare(who, task(temp_c=60.0 + i), f"n{i}") for i in range(5)]
+    subs += [_prepare(who, task(temp_c=60.0), "n0"),   # repeat, same body: replay
+             _prepare(who, task(temp_c=99.0), "n1")]   # repeat, other body: 409
+    sent = _statements(db)
+    out = store.store_submissions(db, subs)
+    assert [o[1] for o in out[:5]] == [True] * 5
+    assert out[5] == (out[0][0], False)
+    assert isinstance(out[6], ConflictError) and out[1][0]["id"] in out[6].message
+    if db.sqlite:
+        assert [sql.split()[:3] for sql in sent] == [["BEGIN", "IMMEDIATE"]] + [
+            ["INSERT", "INTO", table] for table in ("tasks", "task_events", "audit_log")]
+    else:
+        assert len(sent) == 1 and sent[0].startswith("WITH ")
+    assert _count(db, Task) == 5
+    for view, _ in out[:5]:
+        assert store.get_task(db, who, view["id"]) == view
+        assert _count(db, TaskEvent, task_id=view["id"], type="submitted") == 1
+        assert _count(db, AuditEntry, target=view["id"], action="task.submit") == 1
+
+
+_PG_REASON = pg_unavailable_reason()
+
+
+# PostgreSQL only: the failure is a column length, which SQLite does not enforce
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=[
+    pytest.mark.postgres, pytest.mark.skipif(_PG_REASON is not None, reason=str(_PG_REASON))])], indirect=True)
+def test_a_batch_that_cannot_be_written_stores_nothing_of_it(db, keys):
+    """A database error (here an audit entry too long for its column) fails the whole batch: no
+    task of it is stored, not even its events."""
+    from sqlalchemy.exc import DataError
+
+    who = store.authenticate(db, keys.scheduler)
+    subs = [_prepare(who, task(temp_c=60.0 + i), f"d{i}") for i in range(3)]
+    subs[2].audit["action"] = "x" * 65  # audit_log.action is VARCHAR(64)
+    with pytest.raises(DataError):
+        store.store_submissions(db, subs)
+    assert _count(db, Task) == _count(db, TaskEvent) == 0
+    assert _count(db, AuditEntry, action="task.submit") == 0
+
+
+def test_a_submission_whose_row_breaks_a_constraint_fails_alone(db, keys):
+    """The others of its batch are stored and answered; it gets its own database error."""
+    from sqlalchemy.exc import IntegrityError
+
+    who = store.authenticate(db, keys.scheduler)
+    subs = [_prepare(who, task(temp_c=60.0 + i), f"b{i}") for i in range(3)]
+    subs[1].row["campaign"] = None  # tasks.campaign is NOT NULL
+    out = store.store_submissions(db, subs)
+    assert isinstance(out[1], IntegrityError)
+    assert out[0][1] and out[2][1]
+    assert _count(db, Task) == 2
+    for view, _ in (out[0], out[2]):
+        assert store.get_task(db, who, view["id"]) == view
+        assert _count(db, TaskEvent, task_id=view["id"]) == 1
+    with pytest.raises(IntegrityError):  # submit_task raises it
+        store.submit_task(db, who, TASK, idempotency_key="b1", campaign=None, settings=BridgeSettings())
+
+
+def test_a_batch_mixing_whole_and_fractional_timestamps_is_stored_exactly(db, keys):
+    """A clock may give whole seconds (an int); any double must read back as the same double."""
+    from cloud_bridge.testing import FakeClock
+
+    who = store.authenticate(db, keys.scheduler)
+    times = [1_800_000_000, 1_800_000_000.123456789, 0.1 + 0.2, 1_799_999_999.9999998, 5e-324]
+    subs = [store.prepare_submission(who, TASK, idempotency_key=f"t{i}", settings=BridgeSettings(),
+                                     clock=FakeClock(t)) for i, t in enumerate(times)]
+    out = store.store_submissions(db, subs)
+    assert [store.get_task(db, who, view["id"])["created_at"] for view, _ in out] == times
+    assert [e["at"] for e in store.events_since(db, who.lab, 0)] == times
 
 
 def test_key_inserted_by_another_process_after_the_lookup_is_a_replay(db, keys, monkeypatch):
