@@ -7,6 +7,7 @@ deactivates everything (hardware to safe state)."""
 from __future__ import annotations
 
 import threading
+import time
 
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -27,6 +28,9 @@ class LifecycleManagerParams(Params):
     watch_period_s: float = Field(default=2.0, ge=0.0, le=600,
                                   description="re-check the nodes this often and bring back any that fell "
                                               "out of 'active' (0 = do not watch)")
+
+
+STATE_ATTEMPT_S = 3.0  # one get_state attempt; asked again until the caller's timeout
 
 
 def _wait(future, timeout_s: float):  # noqa: ANN001, ANN202
@@ -89,12 +93,21 @@ class LifecycleManager(Node):
 
     def state_of(self, node_name: str, timeout_s: float | None = None) -> str:
         timeout_s = self.params.service_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         client = self.create_client(GetState, f"/{node_name}/get_state", callback_group=self._group)
         try:
             if not client.wait_for_service(timeout_sec=timeout_s):
                 return "unreachable"
-            res = _wait(client.call_async(GetState.Request()), timeout_s)
-            return "unreachable" if res is None else res.current_state.label
+            # asked again every few seconds: an answer to a client the server has not matched yet
+            # is dropped ("failed to send response"), and waiting the whole timeout for it held a
+            # lab's bring-up for 60 s
+            while True:
+                left = deadline - time.monotonic()
+                res = _wait(client.call_async(GetState.Request()), max(0.0, min(STATE_ATTEMPT_S, left)))
+                if res is not None:
+                    return res.current_state.label
+                if time.monotonic() >= deadline:
+                    return "unreachable"
         finally:
             self.destroy_client(client)
 
