@@ -48,7 +48,7 @@ from pydantic import Field, field_validator  # noqa: E402
 
 from aichemist.errors import (AIChemistError, Cancelled, ConflictError, EmergencyStop, PerceptionError,  # noqa: E402
                               error_from_result)
-from aichemist.params import Params  # noqa: E402
+from aichemist.params import Params, launch_substituted  # noqa: E402
 from aichemist_nodes.node_base import STATE_QOS, HardwareNode, action_server, set_error, spin_node  # noqa: E402
 
 
@@ -68,6 +68,10 @@ class ManipulatorNodeParams(Params):
     wrist_camera_rate_hz: float = Field(
         0.0, ge=0.0, le=30.0, description="publish the twin's wrist_camera (/wrist_camera/image_raw, camera_info, "
                                           "pose in base_footprint) for perception_node; 0 = off")
+    wrist_camera_trigger: bool = Field(
+        False, description="serve /wrist_camera/trigger (std_srvs/Trigger): one frame per request, rendered from "
+                           "the robot as it is then (a software-triggered camera); with wrist_camera_rate_hz 0 "
+                           "the camera renders only on request")
     wrist_camera_width: int = Field(640, ge=16, le=1280)
     wrist_camera_look_q: list[float] = Field(
         default_factory=lambda: [-0.917, -1.919, 0.514, -0.803, -1.268, 0.0], min_length=6, max_length=6,
@@ -82,10 +86,7 @@ class ManipulatorNodeParams(Params):
     @field_validator("twin_state_path")
     @classmethod
     def _substituted(cls, value: str) -> str:
-        if "${" in value:
-            raise ValueError(f"'{value}' holds an unsubstituted launch argument (start it through a manifest "
-                             "that defines it, or give a path)")
-        return value
+        return launch_substituted(value)
 
 
 class PacedSimClock:
@@ -263,14 +264,15 @@ class ManipulatorNode(HardwareNode):
         # a wall-clock rate: with sim time at 20x a sim-time timer would publish 20x as often
         self._timer = self.create_timer(1.0 / params.joint_state_rate_hz, self._publish_state,
                                         callback_group=self.cb_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        if params.wrist_camera_rate_hz > 0:
+        if params.wrist_camera_rate_hz > 0 or params.wrist_camera_trigger:
             # rendered under the twin's lock, so the image and the camera pose show the robot's true state
             from aichemist_nodes.camera_publishing import CameraStreams
 
             self.camera_streams = CameraStreams(
                 self, self.twin.model, self.twin.data, ["wrist_camera"], width=params.wrist_camera_width,
                 height=params.wrist_camera_height, robot_body="base_footprint", robot_frame="base_footprint",
-                lock=self.twin.lock).start(params.wrist_camera_rate_hz)
+                lock=self.twin.lock, software_trigger=params.wrist_camera_trigger,
+                trigger_timeout_s=params.locate_timeout_s).start(params.wrist_camera_rate_hz)
         self._nav_server = action_server(self, _action("NavigateToStation"), "/manipulator/navigate_to_station",
                                          self._execute_navigate, cancel_callback=self._accept_cancel)
         self._pick_server = action_server(self, _action("PickPlace"), "/manipulator/pick_place",
