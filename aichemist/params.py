@@ -24,6 +24,15 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def launch_substituted(value: str) -> str:
+    """Validator for a path a launch manifest fills in (``${run_dir}/...``): refuse a placeholder
+    left as it is, which would otherwise become a folder named after it."""
+    if "${" in value:
+        raise ValueError(f"'{value}' holds an unsubstituted launch argument (start it through a manifest "
+                         "that defines it, or give a path)")
+    return value
+
+
 def _limit_of(err: dict[str, Any]) -> Any:
     ctx = err.get("ctx") or {}
     for key in ("le", "ge", "lt", "gt", "max_length", "min_length", "expected", "pattern"):

@@ -27,13 +27,15 @@ STATIONS = ("reagent_rack", "reactor_collection", "hplc_autosampler")
 def lab_nodes(tmp_path_factory):
     run = tmp_path_factory.mktemp("perception_lab")
     config = pathlib.Path(__file__).resolve().parents[2] / "config" / "twin"  # the twin's shipped params
+    perception_params = run / "perception_node.yaml"  # with ${run_dir} as the launcher substitutes it
+    perception_params.write_text((config / "perception_node.yaml").read_text().replace("${run_dir}", str(run)))
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYTHONUNBUFFERED="1")
     logs = [open(run / f"{n}.log", "w") for n in ("cam", "perception")]
     procs = [subprocess.Popen([sys.executable, "-m", "aichemist_nodes.sim_camera_node", "--ros-args",
                                "--params-file", str(config / "sim_camera_node.yaml")], env=env, stdout=logs[0],
                               stderr=subprocess.STDOUT),
              subprocess.Popen([sys.executable, "-m", "aichemist_nodes.perception_node", "--ros-args",
-                               "--params-file", str(config / "perception_node.yaml")], env=env, stdout=logs[1],
+                               "--params-file", str(perception_params)], env=env, stdout=logs[1],
                               stderr=subprocess.STDOUT)]
     yield run
     for p in procs:
@@ -92,11 +94,12 @@ def test_initial_vials_seen_from_above(lab_nodes, ros_probe):
         assert all(s.cap_present for s in res.inspection.slots if s.occupied)  # the lab's vials are capped
 
 
-def test_wrist_camera_not_yet_published_is_a_clear_failure(lab_nodes, ros_probe):
+def test_wrist_camera_not_running_is_a_clear_failure(lab_nodes, ros_probe):
     from aichemist_interfaces.srv import LocateStation
 
     # what the manipulator's perception_service localiser sends: a station, no camera name
     res = _call(ros_probe, LocateStation, "/perception/locate_station",
                 LocateStation.Request(station="hplc_autosampler", timeout_s=0.5))
     assert (res.code, res.error_type) == (31, "CameraUnavailable")
-    assert "no image from camera 'wrist_camera'" in res.message
+    # the twin's wrist camera is triggered: nobody serves its trigger here (no manipulator_node)
+    assert "wrist_camera" in res.message and "/wrist_camera/trigger is not available" in res.message

@@ -5,35 +5,44 @@ CameraInfo (so the same node runs on a real camera driver's topics or on the twi
 sim_camera_node), and to the camera's pose in the robot frame (geometry_msgs/PoseStamped on
 ``pose_topic``, published by whoever knows the kinematics) or takes a static pose from its
 parameters. Each request waits for an image newer than the request (the robot may just have
-moved), runs the pure core and answers a typed result: code 0 with the pose, or code 31
-(PERCEPTION_FAILED) with MarkerNotFound / UntrustworthyEstimate / ImageQualityError /
+moved; a camera with a ``trigger_service`` is asked for that image, as a software-triggered camera
+is), pairs it with the camera pose of the same stamp, runs the pure core and answers a typed
+result: code 0 with the pose, or code 31 (PERCEPTION_FAILED) with MarkerNotFound / UntrustworthyEstimate / ImageQualityError /
 CameraUnavailable and a message saying why. Every located image's tags are published on
 /perception/detections (FiducialDetections) and every inspection on /perception/rack_inspection.
 """
 
 from __future__ import annotations
 
+import pathlib
 import threading
 import time
 from typing import Any, Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aichemist.errors import ConfigurationError, ValidationError
-from aichemist.params import Params
+from aichemist.params import Params, launch_substituted
 from perception.fiducials import FiducialParams
 from perception.inspection import InspectionParams
 from perception.inspection import TopViewParams
 from perception.rack import GridRackGeometry, RackGeometry
 
+from aichemist_nodes.camera_publishing import triggered_stamp_ns
 from aichemist_nodes.node_base import declare_params, load_params, set_error, spin_node
+
+POSES_KEPT = 32  # camera poses kept by stamp, to pair with frames that arrive later
 
 
 class CameraSource(Params):
     image_topic: str
     camera_info_topic: str
     pose_topic: str = Field("", description="PoseStamped of the optical frame in the robot frame; empty = static")
+    trigger_service: str = Field("", description="std_srvs/Trigger that makes the camera take one frame; "
+                                                 "empty = a free-running camera (wait for its next frame)")
+    reliable: bool = Field(False, description="subscribe to the images reliably (a triggered frame must not be "
+                                              "dropped; needs a reliable publisher); false = sensor-data QoS")
     pose_xyz: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     pose_rpy: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
 
@@ -52,6 +61,9 @@ def _default_cameras() -> dict[str, dict]:
 class PerceptionNodeParams(Params):
     default_camera: str = "wrist"
     image_timeout_s: float = Field(3.0, gt=0.0, le=60.0, description="default wait for a fresh image")
+    failed_frames_dir: str = Field("", description="save each frame a request failed on (PNG + reason) here, "
+                                                   "for diagnosis; empty = keep none")
+    failed_frames_keep: int = Field(50, ge=1, le=10000, description="newest failed frames kept in failed_frames_dir")
     # defaults as plain data: they become JSON ROS parameters, validated into the models on load
     cameras: dict[str, CameraSource] = Field(default_factory=_default_cameras, validate_default=True)
     stations: dict[str, StationFiducial] = Field(default_factory=lambda: {"demo": {"marker_id": 3}},
@@ -65,6 +77,11 @@ class PerceptionNodeParams(Params):
     top_view: TopViewParams = TopViewParams()
     fiducials: FiducialParams = FiducialParams()
     inspection: InspectionParams = InspectionParams()
+
+    @field_validator("failed_frames_dir")
+    @classmethod
+    def _substituted(cls, value: str) -> str:
+        return launch_substituted(value)
 
 
 def config_from_layout(path: str) -> tuple[dict[str, StationFiducial], dict[str, GridRackGeometry]]:
@@ -85,6 +102,11 @@ def config_from_layout(path: str) -> tuple[dict[str, StationFiducial], dict[str,
                 first_slot_xyz_m=r.first_slot_xyz_m, vial_radius_m=layout.vial.diameter_m / 2,
                 vial_height_m=layout.vial.height_m)
     return stations, trays
+
+
+def stamp_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds (exact, for matching stamps)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def image_to_array(msg: Any) -> np.ndarray:
@@ -123,8 +145,9 @@ def _make_node():
     from geometry_msgs.msg import PoseStamped
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
     from rclpy.node import Node
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
+    from std_srvs.srv import Trigger
 
     from aichemist_interfaces.msg import FiducialDetection, FiducialDetections, RackInspection, VialSlotState
     from aichemist_interfaces.srv import InspectRack, LocateStation
@@ -141,10 +164,24 @@ def _make_node():
             self.image: Optional[Any] = None
             self.image_rx = 0.0
             self.info: Optional[Any] = None
-            self.pose: Optional[np.ndarray] = None
+            # recent poses by stamp (ns): the pose of the optical frame when each frame was taken
+            self.poses: dict[int, np.ndarray] = {}
+            self.static_pose: Optional[np.ndarray] = None
             self.pose_frame = ""
+            self.trigger: Optional[Any] = None
             if not source.pose_topic:
-                self.pose = make_transform(rpy_to_matrix(*source.pose_rpy), source.pose_xyz)
+                self.static_pose = make_transform(rpy_to_matrix(*source.pose_rpy), source.pose_xyz)
+
+        def pose_at(self, taken_ns: int) -> Optional[np.ndarray]:
+            """The pose stamped with the frame (as the twin's camera publishes them), else the one
+            stamped nearest to it once one at or after it has arrived (a pose source of its own)."""
+            if self.static_pose is not None:
+                return self.static_pose
+            if taken_ns in self.poses:
+                return self.poses[taken_ns]
+            if not self.poses or max(self.poses) < taken_ns:
+                return None
+            return self.poses[min(self.poses, key=lambda t: abs(t - taken_ns))]
 
     class PerceptionNode(Node):
         def __init__(self) -> None:
@@ -157,13 +194,18 @@ def _make_node():
             sensors = ReentrantCallbackGroup()
             for name, source in p.cameras.items():
                 cam = self.cams[name] = CameraState(name, source)
+                # a best-effort frame of ~1 MB arrives in hundreds of fragments: one lost, the frame is lost
+                image_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE) if source.reliable \
+                    else qos_profile_sensor_data
                 self.create_subscription(Image, source.image_topic, lambda m, c=cam: self._on_image(c, m),
-                                         qos_profile_sensor_data, callback_group=sensors)
+                                         image_qos, callback_group=sensors)
                 self.create_subscription(CameraInfo, source.camera_info_topic, lambda m, c=cam: self._on_info(c, m),
-                                         qos_profile_sensor_data, callback_group=sensors)
+                                         image_qos, callback_group=sensors)
                 if source.pose_topic:
                     self.create_subscription(PoseStamped, source.pose_topic, lambda m, c=cam: self._on_pose(c, m),
                                              10, callback_group=sensors)
+                if source.trigger_service:
+                    cam.trigger = self.create_client(Trigger, source.trigger_service, callback_group=sensors)
             # the detectors keep state: one service at a time
             services = MutuallyExclusiveCallbackGroup()
             self.detector = FiducialDetector(p.fiducials)
@@ -189,43 +231,105 @@ def _make_node():
                 cam.cond.notify_all()
 
         def _on_info(self, cam: CameraState, msg: Any) -> None:
-            cam.info = msg
+            with cam.cond:
+                cam.info = msg
+                cam.cond.notify_all()
 
         def _on_pose(self, cam: CameraState, msg: Any) -> None:
             o, q = msg.pose.position, msg.pose.orientation
-            cam.pose = make_transform(quat_to_matrix([q.x, q.y, q.z, q.w]), [o.x, o.y, o.z])
-            cam.pose_frame = msg.header.frame_id
+            stamp = stamp_ns(msg.header.stamp)
+            with cam.cond:
+                if cam.poses and stamp < max(cam.poses):  # the clock went back (a twin restarted)
+                    cam.poses.clear()
+                cam.poses[stamp] = make_transform(quat_to_matrix([q.x, q.y, q.z, q.w]), [o.x, o.y, o.z])
+                while len(cam.poses) > POSES_KEPT:
+                    del cam.poses[min(cam.poses)]
+                cam.pose_frame = msg.header.frame_id
+                cam.cond.notify_all()
 
         # --- helpers -----------------------------------------------------------------------
-        def _fresh_frame(self, camera: str, timeout_s: float) -> tuple[CameraState, Any, np.ndarray, CameraIntrinsics]:
+        def _fresh_frame(self, camera: str, timeout_s: float, *, with_pose: bool = True
+                         ) -> tuple[CameraState, Any, np.ndarray, CameraIntrinsics, Optional[np.ndarray]]:
+            """(camera, image message, image, intrinsics, camera pose at the image's stamp or None)."""
             name = camera or self.p.default_camera
             cam = self.cams.get(name)
             if cam is None:
                 raise CameraUnavailable(f"camera '{name}' is not configured (cameras: {sorted(self.cams)})", camera=name)
             timeout = timeout_s if timeout_s > 0 else self.p.image_timeout_s
+            deadline = time.monotonic() + timeout
             asked = time.monotonic()
             # taken after the request on the lab's clock, not only received after it: a frame
             # rendered just before (the arm still on its way to the look pose) arrives late at 60x
             asked_ns = self.get_clock().now().nanoseconds
+            triggered_ns = self._trigger(cam, deadline) if cam.trigger is not None else None
 
             def fresh() -> bool:
                 if cam.image is None or cam.image_rx <= asked:
                     return False
-                stamp = cam.image.header.stamp
-                return stamp.sec * 1_000_000_000 + stamp.nanosec >= asked_ns
+                taken = stamp_ns(cam.image.header.stamp)
+                if triggered_ns is not None:  # the very frame the trigger took (the camera's clock)
+                    return taken == triggered_ns
+                return taken >= asked_ns
 
             with cam.cond:
-                if not cam.cond.wait_for(fresh, timeout=timeout):
+                if not cam.cond.wait_for(fresh, timeout=max(0.0, deadline - time.monotonic())):
                     raise CameraUnavailable(f"no image from camera '{name}' on {cam.source.image_topic} "
                                             f"within {timeout:.1f} s", camera=name)
                 msg = cam.image
+                taken = stamp_ns(msg.header.stamp)
+                # the pose and the camera info come on topics of their own: wait for the pose taken
+                # with this frame, and for an info (the first frame of a triggered camera brings it)
+                cam.cond.wait_for(lambda: cam.info is not None
+                                  and (not with_pose or cam.pose_at(taken) is not None),
+                                  timeout=max(0.0, deadline - time.monotonic()))
+                pose = cam.pose_at(taken) if with_pose else None
             if cam.info is None:
                 raise CameraUnavailable(f"no camera info from '{name}' on {cam.source.camera_info_topic}", camera=name)
             i = cam.info
             k = CameraIntrinsics.from_camera_info_fields(width=i.width, height=i.height, k=list(i.k), d=list(i.d),
                                                          frame_id=i.header.frame_id or msg.header.frame_id,
                                                          distortion_model=i.distortion_model)
-            return cam, msg, image_to_array(msg), k
+            return cam, msg, image_to_array(msg), k, pose
+
+        def _trigger(self, cam: CameraState, deadline: float) -> Optional[int]:
+            """Ask the camera for one frame; its stamp (ns) when the answer names it ("frame
+            stamped <sec>.<nanosec>", as the twin's camera answers), else None."""
+            left = deadline - time.monotonic()
+            if not cam.trigger.wait_for_service(timeout_sec=max(0.0, left)):
+                raise CameraUnavailable(f"camera '{cam.name}': trigger service {cam.source.trigger_service} "
+                                        f"is not available", camera=cam.name)
+            done = threading.Event()
+            future = cam.trigger.call_async(Trigger.Request())
+            future.add_done_callback(lambda _f: done.set())
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                cam.trigger.remove_pending_request(future)
+                raise CameraUnavailable(f"camera '{cam.name}' did not answer its trigger "
+                                        f"{cam.source.trigger_service} in time", camera=cam.name)
+            res = future.result()
+            if res is None or not res.success:
+                raise CameraUnavailable(f"camera '{cam.name}' refused the trigger: "
+                                        f"{res.message if res is not None else 'no answer'}", camera=cam.name)
+            return triggered_stamp_ns(res.message)
+
+        def _save_failed_frame(self, what: str, image: Optional[np.ndarray], error: str) -> None:
+            """Keep the frame a request failed on, with why, for whoever diagnoses the lab."""
+            if not self.p.failed_frames_dir or image is None:
+                return
+            try:
+                import cv2
+
+                folder = pathlib.Path(self.p.failed_frames_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                stem = folder / f"{time.strftime('%Y%m%dT%H%M%S')}_{time.monotonic_ns() % 1_000_000:06d}_{what}"
+                bgr = image[:, :, ::-1] if image.ndim == 3 else image
+                cv2.imwrite(str(stem.with_suffix(".png")), bgr)
+                stem.with_suffix(".txt").write_text(error + "\n")
+                frames = sorted(folder.glob("*.png"))
+                for old in frames[: max(0, len(frames) - self.p.failed_frames_keep)]:
+                    old.unlink(missing_ok=True)
+                    old.with_suffix(".txt").unlink(missing_ok=True)
+            except Exception as exc:  # diagnosis must never break the answer
+                self.get_logger().warning(f"could not save the failed frame: {exc!r}")
 
         def _publish_detections(self, cam: CameraState, msg: Any, dets: list) -> None:
             out = FiducialDetections()
@@ -244,14 +348,16 @@ def _make_node():
 
         # --- services ----------------------------------------------------------------------
         def _locate(self, req: Any, res: Any) -> Any:
+            image = None
             try:
                 station = self.stations.get(req.station)
                 if station is None:
                     raise ValidationError(f"unknown station '{req.station}' (known: {sorted(self.stations)})")
-                cam, msg, image, k = self._fresh_frame(req.camera, req.timeout_s)
-                if cam.pose is None:
-                    raise CameraUnavailable(f"no pose for camera '{cam.name}' on {cam.source.pose_topic}", camera=cam.name)
-                camera_in_robot = cam.pose.copy()
+                cam, msg, image, k, pose = self._fresh_frame(req.camera, req.timeout_s)
+                if pose is None:
+                    raise CameraUnavailable(f"no pose for camera '{cam.name}' on {cam.source.pose_topic} "
+                                            f"taken with its frame", camera=cam.name)
+                camera_in_robot = pose.copy()
                 dets = self.detector.detect(image, k)
                 if not any(d.marker_id == station.marker_id for d in dets):
                     dets = self.detector.detect(image, k, full_resolution=True)  # small or oblique tags
@@ -271,14 +377,16 @@ def _make_node():
             except Exception as exc:  # every failure becomes a typed result, never a pose
                 set_error(res, exc)
                 self.get_logger().warning(f"locate_station {req.station}: {res.error_type}: {res.message}")
+                self._save_failed_frame(f"locate_{req.station}", image, f"{res.error_type}: {res.message}")
             return res
 
         def _inspect(self, req: Any, res: Any) -> Any:
+            image = None
             try:
                 inspector = self.inspectors.get(req.rack)
                 if inspector is None:
                     raise ValidationError(f"unknown rack '{req.rack}' (known: {sorted(self.inspectors)})")
-                cam, msg, image, k = self._fresh_frame(req.camera, req.timeout_s)
+                cam, msg, image, k, _pose = self._fresh_frame(req.camera, req.timeout_s, with_pose=False)
                 result = inspector.inspect(image, k)
                 out = RackInspection()
                 out.header, out.rack, out.camera = msg.header, req.rack, cam.name
@@ -298,6 +406,7 @@ def _make_node():
             except Exception as exc:
                 set_error(res, exc)
                 self.get_logger().warning(f"inspect_rack {req.rack}: {res.error_type}: {res.message}")
+                self._save_failed_frame(f"inspect_{req.rack}", image, f"{res.error_type}: {res.message}")
             return res
 
     return PerceptionNode()
