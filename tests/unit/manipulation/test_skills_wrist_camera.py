@@ -84,3 +84,58 @@ def test_without_the_look_pose_the_wrist_camera_sees_no_tag():
 def test_look_q_must_be_six_joints():
     with pytest.raises(ValidationError, match="6 joint angles"):
         make([0.0, 1.0])
+
+
+class TagTooSmallFromAfar(WristCameraLocaliser):
+    """The first ``untrusted`` fixes see the tag but too small to trust (as the twin's 640 x 480
+    wrist camera does from some pre-dock poses); the later fixes are real."""
+
+    def __init__(self, twin: RobotTwin, error: type, untrusted: int = 1) -> None:
+        super().__init__(twin)
+        self.error, self.untrusted, self.calls = error, untrusted, 0
+        self.base_at_call: list = []
+
+    def locate_station(self, station: str) -> StationFix:
+        self.calls += 1
+        self.base_at_call.append(self.twin.true_base_pose())
+        if self.calls <= self.untrusted:
+            raise self.error("marker 10 pose untrustworthy: tag too small: 17.6 px < 18 px")
+        return super().locate_station(station)
+
+
+def test_an_untrusted_pre_dock_fix_gets_a_closer_look_before_the_last_leg():
+    from perception.errors import UntrustworthyEstimate
+
+    twin, _, skills = make(LOOK_Q)
+    skills.localiser = localiser = TagTooSmallFromAfar(twin, UntrustworthyEstimate)
+    fix = skills.dock("reagent_rack")
+    assert skills.stats["coarse_creeps"] == 1 and localiser.calls >= 3  # pre-dock, closer, dock
+    first, closer = localiser.base_at_call[:2]
+    moved = np.hypot(closer.x - first.x, closer.y - first.y)
+    assert 0.06 < moved < 0.1  # one creep of 8 cm towards the dock
+    assert skills.docked_at == "reagent_rack" and fix.station == "reagent_rack" and twin.base_collisions == 0
+    dock = twin.layout.station("reagent_rack").dock_pose()
+    truth = twin.true_base_pose()
+    assert np.hypot(truth.x - dock.x, truth.y - dock.y) < 0.02
+
+
+def test_no_last_leg_without_a_trusted_fix():
+    from perception.errors import UntrustworthyEstimate
+
+    twin, _, skills = make(LOOK_Q)
+    skills.localiser = localiser = TagTooSmallFromAfar(twin, UntrustworthyEstimate, untrusted=99)
+    with pytest.raises(UntrustworthyEstimate):
+        skills.dock("reagent_rack")
+    assert skills.stats["coarse_creeps"] == 2 and skills.docked_at is None
+    dock = twin.layout.station("reagent_rack").dock_pose()
+    truth = twin.true_base_pose()
+    assert np.hypot(truth.x - dock.x, truth.y - dock.y) > 0.15  # stopped short of the last leg
+    assert twin.base_collisions == 0
+
+
+def test_a_tag_not_seen_at_the_pre_dock_pose_stops_the_robot():
+    twin, _, skills = make(LOOK_Q)
+    skills.localiser = TagTooSmallFromAfar(twin, MarkerNotFound)
+    with pytest.raises(MarkerNotFound):
+        skills.dock("reagent_rack")
+    assert skills.docked_at is None and skills.stats["coarse_creeps"] == 0
