@@ -253,6 +253,28 @@ class LabArbiter:
             self._changed()
             return sorted(v for v, (st, _) in fresh.positions.items() if self.home and st != self.home)
 
+    def relocate(self, vial: str, where: Optional[tuple[str, str]]) -> Optional[str]:
+        """The robot reports ``vial`` at ``where`` (None: in no slot it knows, e.g. dropped): the
+        books follow, whatever a transfer in flight was meant to do. A report the books cannot
+        hold (no such slot, or the slot booked for another vial) changes nothing and is returned
+        as the reason, so a confused report never becomes a journal the planner cannot restart
+        from."""
+        with self._lock:
+            if self.vials is None:
+                return None
+            if where is None:
+                self.vials.positions.pop(vial, None)
+            else:
+                station, slot = where
+                if slot not in self.vials.slots.get(station, []):
+                    return f"{station}/{slot} is not a slot of the lab profile"
+                other = self.vials.at(station, slot)
+                if other is not None and other != vial:
+                    return f"{station}/{slot} holds {other} in the planner's books"
+                self.vials.positions[vial] = (station, slot)
+            self._changed()
+            return None
+
     def adopt(self, owner: str, logical: str, vial: str) -> None:
         with self._lock:
             if self.vials is not None:

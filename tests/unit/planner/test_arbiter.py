@@ -167,3 +167,27 @@ def test_a_failed_task_reports_the_vials_it_left_away_from_the_rack(tmp_path):
     tidy.run("t1/tidy", [Step("tidy", "store_vial", ["robot"], 1.0,
                               params={"vial_id": "vial_r01", "from_station": "reactor_outlet", "to_station": "vial_rack"})])
     assert arbiter.position("vial_r01")[0] == "vial_rack" and tidy.left_behind == []
+
+
+def test_an_interrupted_transfer_leaves_the_books_where_the_robot_says_the_vial_is():
+    lab = load_lab("default")
+    saved = []
+    arbiter = LabArbiter({"robot": 1}, tracker(lab), on_change=saved.append, home="vial_rack")
+    fetch = Step("fetch", "fetch_vial", ["robot"], 10.0,
+                 params={"vial_id": "vial0", "from_station": "vial_rack", "to_station": "reactor_outlet"})
+    ok, transfer = arbiter.try_start("t1", 0, fetch)
+    assert ok and transfer.vial == "vial_r01"
+    # the robot placed it, then the goal was cancelled on its way back: the step failed, yet the
+    # vial is at the outlet, and a tidy-up must start from there
+    arbiter.relocate("vial_r01", ("reactor_outlet", "A1"))
+    arbiter.finish("t1", fetch, transfer, succeeded=False)
+    assert arbiter.position("vial_r01") == ("reactor_outlet", "A1")
+    assert saved[-1]["positions"]["vial_r01"] == ["reactor_outlet", "A1"]  # persisted for a restart
+    assert arbiter.forget("t1") == ["vial_r01"]  # a stray for the tidy-up
+    # a report the books cannot hold changes nothing (the journal stays one the planner restarts from)
+    assert "not a slot" in arbiter.relocate("vial_r01", ("reactor_outlet", "Z9"))
+    assert "holds vial_r02" in arbiter.relocate("vial_r01", ("vial_rack", "A2"))
+    assert arbiter.position("vial_r01") == ("reactor_outlet", "A1")
+    VialTracker.from_state(lab.vial_tracker_slots(), saved[-1])  # what was saved loads again
+    assert arbiter.relocate("vial_r01", None) is None  # dropped: in no slot the robot knows
+    assert arbiter.position("vial_r01") is None

@@ -31,14 +31,14 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import Field
 from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
-from aichemist.errors import Cancelled, ConfigurationError
+from aichemist.errors import AIChemistError, Cancelled, ConfigurationError
 from aichemist.params import Params
 from aichemist_interfaces.action import ExecuteTask, MeasureSample, NavigateToStation, PickPlace, RunFlowExperiment
 from aichemist_nodes.node_base import (DeviceActionClient, action_server, call_action, declare_params,
@@ -56,6 +56,7 @@ from planner.runner import run_task
 #: tasks run at once (each on its own executor, sharing the lab's arbiter); the bridge node sends
 #: fewer (its max_concurrent), a goal beyond this is rejected
 MAX_CONCURRENT_TASKS = 8
+LOCATE_VIAL_TIMEOUT_S = 5.0  # asking the robot where a vial is after an interrupted transfer
 
 
 class PlannerNodeParams(Params):
@@ -94,7 +95,7 @@ class PlannerNode(Node):
         failed = self.journal.recover()
         lost = self.steps_journal.fail_in_flight()
         if failed or lost:
-            self.get_logger().warn(f"failed {len(failed)} task(s) and {len(lost)} step(s) left running by a "
+            self.get_logger().warning(f"failed {len(failed)} task(s) and {len(lost)} step(s) left running by a "
                                    f"previous planner: {failed} {lost}")
         group = ReentrantCallbackGroup()
         self._flow = DeviceActionClient(self, RunFlowExperiment, self.params.flow_action, callback_group=group)
@@ -163,20 +164,20 @@ class PlannerNode(Node):
         for action in actions:
             answer = self._call_service(CancelGoal, f"{action}/_action/cancel_goal", CancelGoal.Request(), 10.0)
             n = len(answer.goals_canceling) if answer is not None else 0
-            self.get_logger().warn(f"after a restart: cancelled {n} goal(s) left running on {action}"
+            self.get_logger().warning(f"after a restart: cancelled {n} goal(s) left running on {action}"
                                    if answer is not None else f"after a restart: {action} did not answer a cancel")
 
-    def _reconcile_vials(self) -> None:
-        """Take the vial positions from the robot (it knows where it put them); a vial in its
-        gripper counts as in the slot it came from; vials away from the rack are returned."""
+    def _robot_positions(self, timeout_s: Optional[float] = None) -> Optional[dict[str, tuple[str, str]]]:
+        """Where the robot says each vial is, by the lab's station names (a vial in its gripper
+        counts as in the slot it came from); None when the robot does not answer."""
         from aichemist_interfaces.srv import GetInventory
 
         answer = self._call_service(GetInventory, "/manipulator/get_inventory", GetInventory.Request(),
-                                    self.params.server_timeout_s)
+                                    self.params.server_timeout_s if timeout_s is None else timeout_s)
         if answer is None or answer.code != 0:
-            self.get_logger().warn("the robot did not say where the vials are; using the journal's positions"
+            self.get_logger().warning("the robot did not say where the vials are"
                                    + (f" ({answer.error_type}: {answer.message})" if answer is not None else ""))
-            return
+            return None
         by_robot_name = {st.robot_name: st.name for st in self.lab.stations if st.slots}
         robot_view = dict(zip(answer.slots, answer.vials))
         if answer.held_vial and answer.held_from:
@@ -186,6 +187,15 @@ class PlannerNode(Node):
             station, _, slot = where.partition("/")
             if station in by_robot_name:
                 positions[vial] = (by_robot_name[station], slot)
+        return positions
+
+    def _reconcile_vials(self) -> None:
+        """Take the vial positions from the robot (it knows where it put them); vials away from
+        the rack are returned."""
+        positions = self._robot_positions()
+        if positions is None:
+            self.get_logger().warning("using the journal's vial positions")
+            return
         stray = self.arbiter.reconcile(positions)
         self.get_logger().info(f"vials from the robot: {len(positions)} known"
                                + (f"; returning {', '.join(stray)} to the rack" if stray else ""))
@@ -194,7 +204,7 @@ class PlannerNode(Node):
 
     def _accept_goal(self, _goal: Any) -> GoalResponse:
         if len(self._executors) >= MAX_CONCURRENT_TASKS:
-            self.get_logger().warn(f"goal rejected: {MAX_CONCURRENT_TASKS} tasks already running")
+            self.get_logger().warning(f"goal rejected: {MAX_CONCURRENT_TASKS} tasks already running")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
@@ -266,14 +276,49 @@ class PlannerNode(Node):
             def on_feedback(fb: Any) -> None:
                 ctx.emit(device="robot", phase=fb.phase, progress=fb.progress)
 
-            res = call_action(self._robot, goal, timeout_s=self.params.transfer_timeout_s,
-                              server_timeout_s=self.params.server_timeout_s, feedback_cb=on_feedback,
-                              cancel_event=ctx.cancel)
+            try:
+                res = call_action(self._robot, goal, timeout_s=self.params.transfer_timeout_s,
+                                  server_timeout_s=self.params.server_timeout_s, feedback_cb=on_feedback,
+                                  cancel_event=ctx.cancel)
+            except AIChemistError as exc:
+                # interrupted (a timeout, a cancel, a robot restart): the vial may be anywhere on its
+                # way; the planner's books follow the robot's, so a retry and a tidy-up start from
+                # where the vial really is
+                try:
+                    where = self._locate_vial(t.vial)
+                except Exception as query_error:  # noqa: BLE001 - the transfer's own error is the one to report
+                    self.get_logger().warning(f"{step.id}: asking the robot where {t.vial} is failed: {query_error!r}")
+                    raise exc from None
+                if where == (t.to_station, t.to_slot):
+                    # the work is done (a later task cancel still stops the steps after this one)
+                    self.get_logger().warning(f"{step.id}: {t.vial} reached {t.to_station}/{t.to_slot} before the "
+                                              f"transfer was interrupted ({type(exc).__name__}); counted as done")
+                    return {"vial": t.vial, "from": f"{t.from_station}/{t.from_slot}",
+                            "to": f"{t.to_station}/{t.to_slot}", "robot_duration_s": None}
+                raise
             if res.vial_id and res.vial_id != t.vial:
-                self.get_logger().warn(f"{step.id}: the robot carried {res.vial_id}, the planner expected {t.vial}")
+                self.get_logger().warning(f"{step.id}: the robot carried {res.vial_id}, the planner expected {t.vial}")
             return {"vial": t.vial, "from": f"{t.from_station}/{t.from_slot}", "to": f"{t.to_station}/{t.to_slot}",
                     "robot_duration_s": res.duration_s}
         return adapter
+
+    def _locate_vial(self, vial: str) -> Optional[tuple[str, str]]:
+        """Ask the robot where ``vial`` is and move it there in the planner's books (briefly: a
+        robot that is down does not answer, and the step's retry or failure should not wait)."""
+        positions = self._robot_positions(timeout_s=LOCATE_VIAL_TIMEOUT_S)
+        if positions is None:
+            return None
+        where = positions.get(vial)
+        before = self.arbiter.position(vial)
+        refused = self.arbiter.relocate(vial, where)
+        if refused:
+            self.get_logger().error(f"{vial}: the robot reports it at {'/'.join(where)}, which the planner's books "
+                                    f"cannot hold ({refused}); books unchanged")
+            return None
+        if where != (tuple(before) if before else None):
+            self.get_logger().warning(f"{vial}: the robot has it at {'/'.join(where) if where else 'no known slot'}, "
+                                   f"not {'/'.join(before) if before else 'unknown'}; the planner follows the robot")
+        return where
 
     def _tidy(self, task_id: str, vials: list[str], priority: int) -> None:
         """Vials a failed task left at the reactor outlet or the autosampler go back to the rack
