@@ -128,6 +128,7 @@ class RobotTwin:
                 # nothing but the robot moves and it touches nothing: one kinematic step for dt
                 self._move_robot(dt)
                 self._write_robot()
+                self._write_held_vial()
                 self._mj.mj_kinematics(self.model, self.data)
                 self._mj.mj_camlight(self.model, self.data)  # cameras (the wrist camera) follow the robot
                 self.data.time += dt
@@ -206,11 +207,16 @@ class RobotTwin:
         self._write_held_vial()
 
     def _quiescent(self) -> bool:
-        """No vial held or moving, and the gripper at least 15 cm from every vial."""
-        if self.held is not None:
+        """Nothing moves but the robot and the vial it holds (which moves rigidly with the fingers,
+        its own contacts overridden), and neither touches anything: every other vial at rest, the
+        gripper at least 15 cm from each, no drop or slip fault pending. Carrying a vial across the
+        lab then costs no contact physics either."""
+        if self.held is not None and ("drop" in self.faults or "slip" in self.faults):
             return False
         tcp = self.data.xpos[self._tcp_body]
-        for body in self._vial_body.values():
+        for vial, body in self._vial_body.items():
+            if vial == self.held:
+                continue
             dof = self.model.body_dofadr[body]
             if np.abs(self.data.qvel[dof:dof + 6]).max() > 0.05:  # resting contact jitters at ~1 cm/s
                 return False
