@@ -17,10 +17,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     tr = terminalreporter
     tr.section("faults tried (kill -9 in the middle of a campaign)")
-    tr.write_line(f"{'process':<20} {'killed while':<34} {'back in':>8}  {'tasks failed+retried':>20}  survived")
+    tr.write_line(f"{'process':<20} {'killed while':<38} {'back in':>8}  {'tasks failed+retried':>20}  survived")
     for f in FAULTS:
         back = f"{f['back_s']:.1f} s" if f.get("back_s") is not None else "never"
-        tr.write_line(f"{f['process']:<20} {f['while']:<34} {back:>8}  {f.get('affected', 0):>20}  "
+        tr.write_line(f"{f['process']:<20} {f['while']:<38} {back:>8}  {f.get('affected', 0):>20}  "
                       f"{'yes' if f.get('survived') else 'NO: ' + str(f.get('why', ''))}")
 
 

@@ -2,7 +2,7 @@
 
 One campaign (the main job, 60x real time) runs while a fault injector kills, one after the
 other, the bridge's HTTP API, the bridge node, the flow reactor node, the manipulator node, the
-planner and the twin itself, each at a moment it is busy (a task running, the reactor pumping, the
+perception node (which the robot asks where each station is), the planner and the twin itself, each at a moment it is busy (a task running, the reactor pumping, the
 robot carrying a vial). The launcher respawns each; the lifecycle manager brings device nodes back
 to active. Afterwards: every experiment of the campaign has a result (a task hit by a fault ends
 failed with a reason and the model service runs the experiment again), no task is lost (all are
@@ -155,6 +155,7 @@ FAULT_PLAN = [
     Fault("flow_reactor_node", "the reactor is pumping", Injector.reactor_pumping),
     Fault("bridge_node", "a task is running", Injector.tasks_running),
     Fault("manipulator_node", "the robot is carrying a vial", Injector.robot_moving),
+    Fault("perception_node", "the robot is on its way to a station", Injector.robot_moving),
     Fault("planner_node", "the reactor is pumping", Injector.reactor_pumping),
     Fault("twin_node", "the reactor is pumping", Injector.reactor_pumping),
 ]
