@@ -228,8 +228,11 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
 
     clock: list[float] = []
     joints: list[JointState] = []
+    # depth 1: the probe's executor takes one sample per subscription per pass, so a deeper queue
+    # hands it a backlog of old clock samples and reads the lab's clock late (a CI run read it
+    # 0.7 s of simulated time late after the result arrived)
     ros_probe.create_subscription(ClockMsg, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9),
-                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     ros_probe.create_subscription(JointState, "/manipulator/joint_states", joints.append, STATE_QOS)
     launch(path)
     assert wait_for(lambda: len(clock) > 10, 30.0), "no /clock from twin_node"
@@ -239,7 +242,9 @@ def test_robot_twin_keeps_pace_with_the_lab_clock(launch, ros_probe, tmp_path):
     assert nav.wait_for_server(timeout_sec=30.0)
     t0 = clock[-1]
     res = _send(nav, NavigateToStation.Goal(station="reagent_rack"))
-    t1 = clock[-1]
+    seen = len(clock)
+    assert wait_for(lambda: len(clock) > seen, 10.0), "no /clock after the result"
+    t1 = clock[seen]   # the first sample taken after the result: the lab's clock when it came
     assert res.code == 0, res.message
     assert res.duration_s > 3.0
     # the robot never runs ahead of the lab's clock (it may lag it when the host is busy)

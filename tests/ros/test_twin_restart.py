@@ -89,6 +89,8 @@ def test_twin_killed_mid_experiment_comes_back_and_the_reactor_with_it(launch, r
     ros_probe.create_subscription(FlowReactorState, "/flow_reactor/state", states.append, STATE_QOS)
     # the lifecycle manager brings the reactor up by itself
     assert wait_for(lambda: states and states[-1].lifecycle_state == "active", 90.0), "reactor never active"
+    # the probe must see /clock before the kill, or there is no "last value" to compare with
+    assert wait_for(lambda: clock, 30.0), "the probe never received /clock"
 
     client = ActionClient(ros_probe, RunFlowExperiment, "/flow_reactor/run_flow_experiment")
     goal = RunFlowExperiment.Goal(experiment_id="before-kill", residence_time_min=0.5, temp_c=30.0,

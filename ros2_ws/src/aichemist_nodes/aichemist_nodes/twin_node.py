@@ -58,7 +58,7 @@ class TwinNode(Node):
             state = self.state_store.load()
             if state is not None:
                 resumed = self.state_store.restore(state)
-                self.get_logger().warn(
+                self.get_logger().warning(
                     f"restarted: resuming at t = {resumed:.1f} s (saved {state['t_s']:.1f} s + at most "
                     f"{state.get('resume_margin_s', 0.0):.1f} s it could lag); vials restored from "
                     f"{self.params.state_path}; devices in their power-on state")
@@ -93,7 +93,7 @@ class TwinNode(Node):
             response.code, response.error_type = 0, ""
             response.message = (f"{request.device}: {request.fault} injected" if request.fault
                                 else f"{request.device}: faults cleared")
-            self.get_logger().warn(response.message)
+            self.get_logger().warning(response.message)
         except json.JSONDecodeError as exc:
             set_error(response, ValidationError(f"kwargs_json is not valid JSON: {exc}"))
         except AIChemistError as exc:
