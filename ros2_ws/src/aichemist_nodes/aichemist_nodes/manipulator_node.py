@@ -49,7 +49,8 @@ from pydantic import Field, field_validator  # noqa: E402
 from aichemist.errors import (AIChemistError, Cancelled, ConflictError, EmergencyStop, PerceptionError,  # noqa: E402
                               error_from_result)
 from aichemist.params import Params, launch_substituted  # noqa: E402
-from aichemist_nodes.node_base import STATE_QOS, HardwareNode, action_server, set_error, spin_node  # noqa: E402
+from aichemist_nodes.node_base import (STATE_QOS, HardwareNode, action_server, call_service, set_error,  # noqa: E402
+                                       spin_node)
 
 
 class ManipulatorNodeParams(Params):
@@ -165,12 +166,10 @@ class ServiceLocaliser:
             raise LocalisationFailed("perception service /perception/locate_station is not available")
         request = self._srv.Request()
         request.station, request.timeout_s = station, float(self.timeout_s)
-        done = threading.Event()
-        future = self.client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self.timeout_s + 2.0):
+        # asked once: perception spends up to timeout_s on it, and a re-ask would queue behind it
+        res = call_service(self.client, request, self.timeout_s + 2.0)
+        if res is None:
             raise LocalisationFailed(f"/perception/locate_station gave no answer for '{station}'")
-        res = future.result()
         if res.code != 0:
             err = error_from_result(res.code, res.error_type, res.message)
             raise err if isinstance(err, PerceptionError) else LocalisationFailed(str(err))

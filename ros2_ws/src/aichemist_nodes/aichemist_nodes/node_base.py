@@ -8,6 +8,7 @@ exceptions to result codes with ``set_error``. Everything here is ROS plumbing o
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 import traceback
 import typing
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import rclpy
 from action_msgs.msg import GoalInfo, GoalStatus, GoalStatusArray
@@ -583,7 +584,7 @@ class DeviceActionClient:
             self._feedback_cbs[key] = feedback_cb
         try:
             request = self._action_type.Impl.SendGoalService.Request(goal_id=goal_id, goal=goal)
-            response = _wait_future(self._send.call_async(request), server_timeout_s)
+            response = wait_future(self._send.call_async(request), server_timeout_s)
             if response is None:
                 raise CommunicationTimeout(f"action server '{name}' did not answer the goal within "
                                            f"{server_timeout_s:g} s")
@@ -650,10 +651,43 @@ class DeviceActionClient:
         self._node.destroy_subscription(self._feedback_sub)
 
 
-def _wait_future(future: Any, timeout_s: float) -> Any:
+def wait_future(future: Any, timeout_s: float) -> Any:
     done = threading.Event()
     future.add_done_callback(lambda _f: done.set())
     return future.result() if done.wait(timeout_s) else None
+
+
+# how often a request that is safe to repeat is asked again while no answer has come
+REASK_S = 3.0
+
+
+def call_service(client: Any, request: Any, timeout_s: float, *, reask_s: Optional[float] = None) -> Any:
+    """The answer to ``request`` over ``client`` within ``timeout_s``, or None when none came (from a
+    thread other than the executor's; the caller has waited for the service).
+
+    ``reask_s``, only for requests that are safe to repeat (queries, cancel-all): ask again every
+    ``reask_s``. A server answering a client it has not matched yet drops the answer ("failed to
+    send response"), and waiting the whole timeout for it once held a lab's bring-up for 60 s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = max(0.0, deadline - time.monotonic())
+        future = client.call_async(request)
+        answer = wait_future(future, left if reask_s is None else min(reask_s, left))
+        if answer is not None:
+            return answer
+        client.remove_pending_request(future)
+        if reask_s is None or time.monotonic() >= deadline:
+            return None
+
+
+@contextlib.contextmanager
+def service_client(node: Node, srv_type: Any, name: str, callback_group: Any = None) -> Iterator[Any]:
+    """A client for one exchange, destroyed after it (whatever the outcome)."""
+    client = node.create_client(srv_type, name, callback_group=callback_group)
+    try:
+        yield client
+    finally:
+        node.destroy_client(client)
 
 
 def call_action(client: "ActionClient | DeviceActionClient", goal: Any, *, timeout_s: float, server_timeout_s: float = 10.0,

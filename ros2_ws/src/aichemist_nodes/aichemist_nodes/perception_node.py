@@ -30,7 +30,7 @@ from perception.inspection import TopViewParams
 from perception.rack import GridRackGeometry, RackGeometry
 
 from aichemist_nodes.camera_publishing import triggered_stamp_ns
-from aichemist_nodes.node_base import declare_params, load_params, set_error, spin_node
+from aichemist_nodes.node_base import call_service, declare_params, load_params, set_error, spin_node
 
 POSES_KEPT = 32  # camera poses kept by stamp, to pair with frames that arrive later
 
@@ -298,17 +298,12 @@ def _make_node():
             if not cam.trigger.wait_for_service(timeout_sec=max(0.0, left)):
                 raise CameraUnavailable(f"camera '{cam.name}': trigger service {cam.source.trigger_service} "
                                         f"is not available", camera=cam.name)
-            done = threading.Event()
-            future = cam.trigger.call_async(Trigger.Request())
-            future.add_done_callback(lambda _f: done.set())
-            if not done.wait(max(0.0, deadline - time.monotonic())):
-                cam.trigger.remove_pending_request(future)
+            res = call_service(cam.trigger, Trigger.Request(), max(0.0, deadline - time.monotonic()))
+            if res is None:
                 raise CameraUnavailable(f"camera '{cam.name}' did not answer its trigger "
                                         f"{cam.source.trigger_service} in time", camera=cam.name)
-            res = future.result()
-            if res is None or not res.success:
-                raise CameraUnavailable(f"camera '{cam.name}' refused the trigger: "
-                                        f"{res.message if res is not None else 'no answer'}", camera=cam.name)
+            if not res.success:
+                raise CameraUnavailable(f"camera '{cam.name}' refused the trigger: {res.message}", camera=cam.name)
             return triggered_stamp_ns(res.message)
 
         def _save_failed_frame(self, what: str, image: Optional[np.ndarray], error: str) -> None:

@@ -41,8 +41,8 @@ from rclpy.node import Node
 from aichemist.errors import AIChemistError, Cancelled, ConfigurationError
 from aichemist.params import Params
 from aichemist_interfaces.action import ExecuteTask, MeasureSample, NavigateToStation, PickPlace, RunFlowExperiment
-from aichemist_nodes.node_base import (DeviceActionClient, action_server, call_action, declare_params,
-                                       error_fields, load_params, spin_node)
+from aichemist_nodes.node_base import (REASK_S, DeviceActionClient, action_server, call_action, call_service,
+                                       declare_params, error_fields, load_params, service_client, spin_node)
 from aichemist_nodes.ros_time import RosTimeClock
 from planner.arbiter import TRANSFER_OPS, LabArbiter, VialTracker
 from planner.compiler import Step
@@ -141,17 +141,12 @@ class PlannerNode(Node):
         return RetryPolicy(max_attempts=self.params.max_attempts, backoff_s=self.params.backoff_s,
                            max_backoff_s=max(60.0, 4 * self.params.backoff_s))
 
-    def _call_service(self, srv_type: Any, name: str, request: Any, timeout_s: float) -> Any:
-        client = self.create_client(srv_type, name, callback_group=self._group)
-        try:
+    def _query(self, srv_type: Any, name: str, request: Any, timeout_s: float) -> Any:
+        """The answer to a request that is safe to repeat (asked again while none comes), or None."""
+        with service_client(self, srv_type, name, self._group) as client:
             if not client.wait_for_service(timeout_sec=timeout_s):
                 return None
-            done = threading.Event()
-            future = client.call_async(request)
-            future.add_done_callback(lambda _f: done.set())
-            return future.result() if done.wait(timeout_s) else None
-        finally:
-            self.destroy_client(client)
+            return call_service(client, request, timeout_s, reask_s=REASK_S)
 
     def _cancel_orphan_goals(self) -> None:
         """The previous planner died: stop whatever it left running on the devices (a cancel
@@ -162,7 +157,7 @@ class PlannerNode(Node):
         if self.lab.analysis == "hplc_robot":
             actions.append(self.params.pick_place_action)
         for action in actions:
-            answer = self._call_service(CancelGoal, f"{action}/_action/cancel_goal", CancelGoal.Request(), 10.0)
+            answer = self._query(CancelGoal, f"{action}/_action/cancel_goal", CancelGoal.Request(), 10.0)
             n = len(answer.goals_canceling) if answer is not None else 0
             self.get_logger().warning(f"after a restart: cancelled {n} goal(s) left running on {action}"
                                    if answer is not None else f"after a restart: {action} did not answer a cancel")
@@ -172,7 +167,7 @@ class PlannerNode(Node):
         counts as in the slot it came from); None when the robot does not answer."""
         from aichemist_interfaces.srv import GetInventory
 
-        answer = self._call_service(GetInventory, "/manipulator/get_inventory", GetInventory.Request(),
+        answer = self._query(GetInventory, "/manipulator/get_inventory", GetInventory.Request(),
                                     self.params.server_timeout_s if timeout_s is None else timeout_s)
         if answer is None or answer.code != 0:
             self.get_logger().warning("the robot did not say where the vials are"
@@ -276,6 +271,10 @@ class PlannerNode(Node):
             def on_feedback(fb: Any) -> None:
                 ctx.emit(device="robot", phase=fb.phase, progress=fb.progress)
 
+            def moved(robot_duration_s: Optional[float]) -> dict[str, Any]:
+                return {"vial": t.vial, "from": f"{t.from_station}/{t.from_slot}", "to": f"{t.to_station}/{t.to_slot}",
+                        "robot_duration_s": robot_duration_s}
+
             try:
                 res = call_action(self._robot, goal, timeout_s=self.params.transfer_timeout_s,
                                   server_timeout_s=self.params.server_timeout_s, feedback_cb=on_feedback,
@@ -293,13 +292,11 @@ class PlannerNode(Node):
                     # the work is done (a later task cancel still stops the steps after this one)
                     self.get_logger().warning(f"{step.id}: {t.vial} reached {t.to_station}/{t.to_slot} before the "
                                               f"transfer was interrupted ({type(exc).__name__}); counted as done")
-                    return {"vial": t.vial, "from": f"{t.from_station}/{t.from_slot}",
-                            "to": f"{t.to_station}/{t.to_slot}", "robot_duration_s": None}
+                    return moved(None)
                 raise
             if res.vial_id and res.vial_id != t.vial:
                 self.get_logger().warning(f"{step.id}: the robot carried {res.vial_id}, the planner expected {t.vial}")
-            return {"vial": t.vial, "from": f"{t.from_station}/{t.from_slot}", "to": f"{t.to_station}/{t.to_slot}",
-                    "robot_duration_s": res.duration_s}
+            return moved(res.duration_s)
         return adapter
 
     def _locate_vial(self, vial: str) -> Optional[tuple[str, str]]:
