@@ -17,7 +17,8 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from aichemist.params import Params
-from aichemist_nodes.node_base import declare_params, load_params, spin_node, subscribe_estop
+from aichemist_nodes.node_base import (REASK_S, call_service, declare_params, load_params, service_client, spin_node,
+                                       subscribe_estop, wait_future)
 
 
 class LifecycleManagerParams(Params):
@@ -30,13 +31,10 @@ class LifecycleManagerParams(Params):
                                               "out of 'active' (0 = do not watch)")
 
 
-STATE_ATTEMPT_S = 3.0  # one get_state attempt; asked again until the caller's timeout
 
-
-def _wait(future, timeout_s: float):  # noqa: ANN001, ANN202
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    return future.result() if done.wait(timeout_s) else None
+# the state a successful transition leaves the node in
+TRANSITION_REACHES = {Transition.TRANSITION_CONFIGURE: "inactive", Transition.TRANSITION_ACTIVATE: "active",
+                      Transition.TRANSITION_DEACTIVATE: "inactive"}
 
 
 class LifecycleManager(Node):
@@ -73,43 +71,42 @@ class LifecycleManager(Node):
                 self.startup()
 
     def _transition(self, node_name: str, transition_id: int, label: str) -> bool:
-        client = self.create_client(ChangeState, f"/{node_name}/change_state", callback_group=self._group)
-        try:
+        with service_client(self, ChangeState, f"/{node_name}/change_state", self._group) as client:
             if not client.wait_for_service(timeout_sec=self.params.service_timeout_s):
                 self.get_logger().error(f"{node_name}: no lifecycle service after "
                                         f"{self.params.service_timeout_s:g} s (is the node running?)")
                 return False
             req = ChangeState.Request()
             req.transition.id = transition_id
-            res = _wait(client.call_async(req), self.params.transition_timeout_s)
+            # asked once: a transition repeated is not the same request. While its answer does not
+            # come, the node's own state says whether it happened (the answer may have been dropped)
+            deadline = time.monotonic() + self.params.transition_timeout_s
+            future = client.call_async(req)
+            while (res := wait_future(future, min(REASK_S, max(0.0, deadline - time.monotonic())))) is None:
+                if time.monotonic() >= deadline:
+                    client.remove_pending_request(future)
+                    break
+                reached = self.state_of(node_name, timeout_s=min(REASK_S, max(0.1, deadline - time.monotonic())))
+                if reached == TRANSITION_REACHES[transition_id]:
+                    client.remove_pending_request(future)
+                    self.get_logger().warning(f"{node_name}: {label} ok (its answer was lost; the node reports "
+                                              f"'{reached}')")
+                    return True
             if res is None or not res.success:
                 why = "timed out" if res is None else "failed (see that node's log for the reason)"
                 self.get_logger().error(f"{node_name}: {label} {why}")
                 return False
             self.get_logger().info(f"{node_name}: {label} ok")
             return True
-        finally:
-            self.destroy_client(client)
 
     def state_of(self, node_name: str, timeout_s: float | None = None) -> str:
         timeout_s = self.params.service_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
-        client = self.create_client(GetState, f"/{node_name}/get_state", callback_group=self._group)
-        try:
+        with service_client(self, GetState, f"/{node_name}/get_state", self._group) as client:
             if not client.wait_for_service(timeout_sec=timeout_s):
                 return "unreachable"
-            # asked again every few seconds: an answer to a client the server has not matched yet
-            # is dropped ("failed to send response"), and waiting the whole timeout for it held a
-            # lab's bring-up for 60 s
-            while True:
-                left = deadline - time.monotonic()
-                res = _wait(client.call_async(GetState.Request()), max(0.0, min(STATE_ATTEMPT_S, left)))
-                if res is not None:
-                    return res.current_state.label
-                if time.monotonic() >= deadline:
-                    return "unreachable"
-        finally:
-            self.destroy_client(client)
+            res = call_service(client, GetState.Request(), max(0.0, deadline - time.monotonic()), reask_s=REASK_S)
+            return "unreachable" if res is None else res.current_state.label
 
     def startup(self) -> bool:
         with self._bringup_lock:
