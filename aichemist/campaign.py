@@ -157,16 +157,23 @@ def _outcome_of(result: dict[str, Any]) -> dict[str, Any]:
     return dict(experiments[0]) if experiments else {}
 
 
+# experiments the model service keeps in flight: enough that the reactor (the bottleneck) has the
+# next one fetched and waiting when a short run ends (bench/campaign.py: efficiency 0.89 with 3,
+# 0.90-0.92 with 4, 0.95 with 5; docs/benchmarks.md)
+DEFAULT_IN_FLIGHT = 5
+
+
 class ReferenceModelService:
     """The reference "chemical brain": an ask/tell optimizer driving tasks through the bridge.
 
-    It keeps ``parallel`` (4) experiments in flight (asynchronous Bayesian optimisation: each new
+    It keeps ``parallel`` (5) experiments in flight (asynchronous Bayesian optimisation: each new
     proposal accounts for the pending ones), so the lab's reactor, robot and HPLC are never idle
     waiting for the next conditions. A task that fails is submitted again with the same conditions
     (up to ``retries`` times, each a new task); one that still fails is told to the optimizer as a
     failed measurement."""
 
-    def __init__(self, client: Any, *, seed: int = 0, campaign: str = "", parallel: int = 4, retries: int = 2,
+    def __init__(self, client: Any, *, seed: int = 0, campaign: str = "", parallel: int = DEFAULT_IN_FLIGHT,
+                 retries: int = 2,
                  variables: list[dict[str, Any]] | None = None, objectives: list[dict[str, Any]] | None = None,
                  task_timeout_s: float = 900.0, poll_s: float = 0.25, bridge_outage_s: float = 120.0) -> None:
         from planner.optimizer import Optimizer
@@ -209,12 +216,15 @@ class ReferenceModelService:
         asked = 0
         while len(outcomes) < budget:
             while len(in_flight) < self.parallel and asked < budget:
+                t_ask = time.monotonic()
                 (conditions,) = self.optimizer.ask(1)   # the pending experiments are in the model
                 asked += 1
                 exp = ExperimentOutcome("", conditions, "submitted", n=asked, wall_s=time.monotonic())
                 exp.task_id = self._submit(asked, conditions, 1)
                 in_flight[exp.task_id] = exp
-                on_event("submitted", {"task_id": exp.task_id, "conditions": conditions, "n": asked})
+                on_event("submitted", {"task_id": exp.task_id, "conditions": conditions, "n": asked,
+                                       "ask_s": exp.wall_s - t_ask, "submit_s": time.monotonic() - exp.wall_s,
+                                       "method": self.optimizer.last_method})
             for task_id, view in self._wait_any(in_flight):
                 exp = in_flight.pop(task_id)
                 exp.status, exp.message = view["status"], view.get("message") or ""
@@ -277,7 +287,7 @@ ANALYSIS_DEVICES = {"inline": ("flow_reactor",), "hplc": ("flow_reactor", "hplc"
                     "hplc_robot": ("flow_reactor", "hplc", "manipulator")}
 
 
-def run_campaign(experiments: int, *, seed: int = 0, parallel: int = 4, analysis: str = "hplc_robot",
+def run_campaign(experiments: int, *, seed: int = 0, parallel: int = DEFAULT_IN_FLIGHT, analysis: str = "hplc_robot",
                  speed: float = 60.0, run_dir: pathlib.Path, log: Optional[TextIO] = None,
                  say: Callable[[str], None] = lambda _m: None, manifest: str | os.PathLike[str] = DEFAULT_MANIFEST,
                  extra_args: Optional[dict[str, str]] = None,
@@ -306,7 +316,8 @@ def run_campaign(experiments: int, *, seed: int = 0, parallel: int = 4, analysis
                 if kind == "submitted":
                     c = data["conditions"]
                     say(f"[{data['n']:>3}/{experiments}] submitted {data['task_id'][:8]}: tau {c['residence_time_min']:.2f} min, "
-                        f"{c['temp_c']:.1f} C, {c['equivalents']:.2f} equiv, {c['conc_dfnb_m']:.3f} M")
+                        f"{c['temp_c']:.1f} C, {c['equivalents']:.2f} equiv, {c['conc_dfnb_m']:.3f} M "
+                        f"({data.get('method')} {data.get('ask_s', 0):.1f} s, POST {data.get('submit_s', 0):.1f} s)")
                 elif kind == "retried":
                     say(f"[{data['n']:>3}/{experiments}] failed ({data['failed']['message']}); retried as "
                         f"{data['task_id'][:8]}")
@@ -354,7 +365,8 @@ def run_campaign(experiments: int, *, seed: int = 0, parallel: int = 4, analysis
 @app.command()
 def campaign(experiments: int = typer.Option(20, min=1, max=500, help="experiment budget"),
              seed: int = typer.Option(0, help="optimizer seed"),
-             parallel: int = typer.Option(4, min=1, max=8, help="experiments in flight (asynchronous BO)"),
+             parallel: int = typer.Option(DEFAULT_IN_FLIGHT, min=1, max=8,
+                                          help="experiments in flight (asynchronous BO)"),
              analysis: str = typer.Option("hplc_robot", help="hplc_robot (the robot carries vials to the HPLC) | "
                                                              "hplc | inline (the reactor's detector only)"),
              speed: float = typer.Option(60.0, min=1.0, max=200.0, help="the twin's simulated s per wall s"),

@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from aichemist.campaign import run_campaign  # noqa: E402
+from aichemist.campaign import DEFAULT_IN_FLIGHT, run_campaign  # noqa: E402
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--experiments", type=int, default=20)
     ap.add_argument("--speed", type=float, default=60.0, help="the twin's real-time factor")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--parallel", type=int, default=DEFAULT_IN_FLIGHT, help="experiments in flight")
     ap.add_argument("--run-dir", type=pathlib.Path, default=None)
     args = ap.parse_args()
     run_dir = args.run_dir or pathlib.Path(tempfile.mkdtemp(prefix="aichemist-bench-campaign-"))
