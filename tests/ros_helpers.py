@@ -8,17 +8,29 @@ import time
 from typing import Any, Callable
 
 
-def change_state(node: Any, target: str, transition_id: int) -> bool:
-    """Drive ``target``'s lifecycle through one transition from the test's probe node."""
-    from lifecycle_msgs.srv import ChangeState
+def change_state(node: Any, target: str, transition_id: int, timeout_s: float = 60.0) -> bool:
+    """Drive ``target``'s lifecycle through one transition from the test's probe node. The
+    transition is asked once; while its answer does not come (a server drops the answer to a client
+    it has not matched yet), the node's state says whether it happened, as lifecycle_manager does."""
+    from lifecycle_msgs.srv import ChangeState, GetState
 
-    client = node.create_client(ChangeState, f"/{target}/change_state")
-    assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
-    req = ChangeState.Request()
-    req.transition.id = transition_id
-    res = client.call(req, timeout_sec=60.0)
-    assert res is not None, "change_state timed out"
-    return res.success
+    from aichemist_nodes.lifecycle_manager import TRANSITION_REACHES
+    from aichemist_nodes.node_base import REASK_S, call_service, service_client, wait_future
+
+    with service_client(node, ChangeState, f"/{target}/change_state") as client, \
+            service_client(node, GetState, f"/{target}/get_state") as get_state:
+        assert client.wait_for_service(timeout_sec=30.0), f"{target} lifecycle service missing"
+        req = ChangeState.Request()
+        req.transition.id = transition_id
+        deadline = time.monotonic() + timeout_s
+        future = client.call_async(req)
+        while (res := wait_future(future, min(REASK_S, max(0.0, deadline - time.monotonic())))) is None:
+            assert time.monotonic() < deadline, f"{target}: change_state timed out"
+            state = call_service(get_state, GetState.Request(), REASK_S, reask_s=1.0)
+            if state is not None and state.current_state.label == TRANSITION_REACHES.get(transition_id):
+                client.remove_pending_request(future)
+                return True
+        return res.success
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float) -> bool:

@@ -14,6 +14,7 @@ import sys
 import threading
 
 import pytest
+from ros_helpers import wait_for
 
 pytestmark = pytest.mark.ros
 PLANNER = str(pathlib.Path(sys.executable).parent / "planner_node")
@@ -81,7 +82,9 @@ def execute(node, task_id: str, task: dict, timeout_s: float = 60.0):
             done = threading.Event()
             future = client.send_goal_async(ExecuteTask.Goal(task_id=task_id, task_json=json.dumps(task)))
             future.add_done_callback(lambda _f: done.set())
-            if not done.wait(5.0):
+            # long enough for a loaded host to accept: a second send of an id the planner has
+            # already run would be refused (ConflictError)
+            if not done.wait(15.0):
                 continue
             handle = future.result()
             assert handle.accepted
@@ -186,6 +189,8 @@ def test_concurrent_tasks_take_turns_on_the_reactor_and_say_they_are_queued(ros_
             futures.append(f)
         assert all(e.wait(30) for e in done)
         assert reactor.received.wait(30)
+        # the first task holds the reactor until released: every other one waits for it, saying so
+        assert wait_for(lambda: "queued" in phases, 30.0), phases
         reactor.release.set()
         results = []
         for f in futures:

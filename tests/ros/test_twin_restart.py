@@ -129,7 +129,7 @@ def test_twin_killed_mid_experiment_comes_back_and_the_reactor_with_it(launch, r
     assert wait_for(lambda: any(w > killed + 0.5 and s > last_before for w, s in clock), 60.0), "no /clock"
     after = [s for w, s in clock if w > killed + 0.2]
     assert after and min(after) >= last_before, (last_before, after[:5])
-    assert any("restarted: resuming at t =" in line for line in launcher.output("twin_node"))
+    assert wait_for(lambda: any("restarted: resuming at t =" in line for line in launcher.output("twin_node")), 10.0)
 
     # the reactor left 'active' (safe state, ports closed) and the lifecycle manager brought it back
     assert wait_for(lambda: any("node now 'unconfigured'" in line for line in launcher.output("flow_reactor_node")),
