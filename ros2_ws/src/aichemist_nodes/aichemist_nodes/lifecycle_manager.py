@@ -31,7 +31,6 @@ class LifecycleManagerParams(Params):
                                               "out of 'active' (0 = do not watch)")
 
 
-
 # the state a successful transition leaves the node in
 TRANSITION_REACHES = {Transition.TRANSITION_CONFIGURE: "inactive", Transition.TRANSITION_ACTIVATE: "active",
                       Transition.TRANSITION_DEACTIVATE: "inactive"}

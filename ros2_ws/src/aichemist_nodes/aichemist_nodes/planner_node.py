@@ -168,7 +168,7 @@ class PlannerNode(Node):
         from aichemist_interfaces.srv import GetInventory
 
         answer = self._query(GetInventory, "/manipulator/get_inventory", GetInventory.Request(),
-                                    self.params.server_timeout_s if timeout_s is None else timeout_s)
+                             self.params.server_timeout_s if timeout_s is None else timeout_s)
         if answer is None or answer.code != 0:
             self.get_logger().warning("the robot did not say where the vials are"
                                    + (f" ({answer.error_type}: {answer.message})" if answer is not None else ""))
